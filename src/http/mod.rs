@@ -1,0 +1,55 @@
+//! The HTTP surface: application state and the router. Handlers live in one file per area.
+
+pub mod api;
+pub mod auth;
+pub mod events;
+pub mod extract;
+pub mod ops;
+pub mod ws;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post, put};
+use axum::Router;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::service::Service;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 16 * 1024;
+
+/// What every handler gets: cheap handles.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub service: Arc<Service>,
+}
+
+/// Every route of DESIGN.md.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/auth/login", post(auth::login))
+        .route("/auth/refresh", post(auth::refresh))
+        .route("/auth/ticket", post(auth::ticket))
+        .route("/auth/ack", post(auth::ack))
+        .route("/auth/logout", post(auth::logout))
+        .route("/auth/revoke", post(auth::revoke))
+        .route("/events", get(events::events))
+        .route("/ws", get(ws::ws))
+        .route("/api/me", get(api::me))
+        .route("/admin/users/{name}/roles", put(api::set_roles))
+        .route("/admin/users/{name}/sessions", delete(api::revoke_user))
+        .route("/admin/sessions", get(api::sessions))
+        .route("/.well-known/jwks.json", get(ops::jwks))
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/", get(ops::index))
+        .route("/app.js", get(ops::app_js))
+        .route("/token-client.js", get(ops::client_js))
+        .route("/style.css", get(ops::style))
+        .fallback(|| async { ApiError::NotFound })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}

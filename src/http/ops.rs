@@ -1,0 +1,88 @@
+//! Operational routes: health, metrics, JWKS, and the embedded demo page.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::AppState;
+use crate::hub::Kind;
+
+/// `GET /healthz`.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+    let m = &st.service.metrics;
+    for kind in [Kind::Sse, Kind::Ws] {
+        m.channels
+            .with_label_values(&[kind.label()])
+            .set(st.service.hub.live(kind) as i64);
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        m.render(),
+    )
+}
+
+/// `GET /.well-known/jwks.json`.
+pub async fn jwks(State(st): State<AppState>) -> impl IntoResponse {
+    let keys: Vec<Value> = st
+        .service
+        .issuer
+        .access
+        .jwk()
+        .into_iter()
+        .cloned()
+        .collect();
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        Json(json!({"keys": keys})),
+    )
+}
+
+/// The demo page, compiled in so `cargo run` serves it from any directory.
+pub async fn index() -> impl IntoResponse {
+    static_file(
+        "text/html; charset=utf-8",
+        include_str!("../../static/index.html"),
+    )
+}
+
+/// `GET /app.js`.
+pub async fn app_js() -> impl IntoResponse {
+    static_file(
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/app.js"),
+    )
+}
+
+/// `GET /token-client.js`.
+pub async fn client_js() -> impl IntoResponse {
+    static_file(
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/token-client.js"),
+    )
+}
+
+/// `GET /style.css`.
+pub async fn style() -> impl IntoResponse {
+    static_file(
+        "text/css; charset=utf-8",
+        include_str!("../../static/style.css"),
+    )
+}
+
+fn static_file(ctype: &'static str, body: &'static str) -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, ctype),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+}

@@ -1,0 +1,218 @@
+//! `GET /ws`: the WebSocket channel. One task per connection selects on the client's frames,
+//! the outbox and the heartbeat; small buffers keep an idle connection to a few KiB.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::hub::{event::parse_event_id, Event, Kind};
+use crate::service::{Opened, Service};
+
+/// Largest frame or message a client may send.
+const MAX_FRAME: usize = 4096;
+/// A write that cannot finish in this long means the reader is stuck: drop the connection.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+const CLOSE_REVOKED: u16 = 4001;
+const CLOSE_RESTART: u16 = 1012;
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_TOO_BIG: u16 = 1009;
+
+#[derive(Deserialize)]
+pub struct WsQuery {
+    #[serde(default)]
+    ticket: String,
+}
+
+/// Checks the Origin, takes the ticket, then upgrades.
+pub async fn ws(
+    State(st): State<AppState>,
+    Query(q): Query<WsQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        if !origin_allowed(&st.config.allowed_origins, origin, host) {
+            return Err(ApiError::OriginNotAllowed);
+        }
+    }
+    let opened = st.service.open_channel(&q.ticket, None, Kind::Ws).await?;
+    let (svc, hb) = (st.service.clone(), st.config.heartbeat);
+    Ok(upgrade
+        .read_buffer_size(MAX_FRAME)
+        .write_buffer_size(0)
+        .max_frame_size(MAX_FRAME)
+        .max_message_size(MAX_FRAME)
+        .on_upgrade(move |socket| run(socket, svc, opened, hb)))
+}
+
+/// An exact match against the allow-list; by default the server's own origin (the `Host`
+/// the client used, over http or https).
+pub fn origin_allowed(allowed: &[String], origin: &str, host: &str) -> bool {
+    if allowed.is_empty() {
+        return !host.is_empty()
+            && (origin == format!("http://{host}") || origin == format!("https://{host}"));
+    }
+    allowed.iter().any(|a| a == "*" || a == origin)
+}
+
+#[derive(Deserialize)]
+struct ClientFrame {
+    r#type: String,
+    id: Option<String>,
+}
+
+async fn send(socket: &mut WebSocket, msg: Message) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, socket.send(msg)).await,
+        Ok(Ok(()))
+    )
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let _ = send(
+        socket,
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })),
+    )
+    .await;
+}
+
+async fn run(mut socket: WebSocket, svc: Arc<Service>, opened: Opened, heartbeat: Duration) {
+    let Opened {
+        reg,
+        session,
+        mut held_exp_ms,
+    } = opened;
+    let ready = json!({"type": "ready", "session_id": session.sid, "connection_id": reg.id.to_string(), "heartbeat_secs": heartbeat.as_secs()});
+    let cause = 'conn: {
+        if !send(&mut socket, Message::Text(ready.to_string().into())).await {
+            break 'conn "ws_write_failed";
+        }
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        loop {
+            tokio::select! {
+                frame = socket.recv() => match frame {
+                    Some(Ok(Message::Text(text))) => {
+                        let Ok(f) = serde_json::from_str::<ClientFrame>(&text) else {
+                            close(&mut socket, CLOSE_POLICY, "malformed frame").await;
+                            break 'conn "ws_malformed";
+                        };
+                        let reply = match f.r#type.as_str() {
+                            "ack" => {
+                                if let Some((sid, gen)) = f.id.as_deref().and_then(parse_event_id) {
+                                    if sid == reg.sid {
+                                        let _ = svc.confirm(sid, gen).await;
+                                    }
+                                }
+                                None
+                            }
+                            "renew" => (!svc.request_push(&reg.sid).await)
+                                .then(|| json!({"type": "error", "error": "rate_limited"}).to_string()),
+                            "ping" => Some(json!({"type": "pong"}).to_string()),
+                            _ => {
+                                close(&mut socket, CLOSE_POLICY, "unknown frame type").await;
+                                break 'conn "ws_malformed";
+                            }
+                        };
+                        if let Some(r) = reply {
+                            if !send(&mut socket, Message::Text(r.into())).await {
+                                break 'conn "ws_write_failed";
+                            }
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        close(&mut socket, CLOSE_POLICY, "binary frames are not accepted").await;
+                        break 'conn "ws_binary";
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => break 'conn "ws_closed",
+                    Some(Err(e)) => {
+                        // tungstenite reports an oversize frame or message as a capacity error.
+                        let text = e.to_string();
+                        if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
+                            close(&mut socket, CLOSE_TOO_BIG, "frame too big").await;
+                            break 'conn "ws_too_big";
+                        }
+                        close(&mut socket, CLOSE_POLICY, "protocol error").await;
+                        break 'conn "ws_protocol_error";
+                    }
+                },
+                _ = reg.outbox.ready() => {
+                    while let Some(ev) = reg.outbox.pop() {
+                        match ev {
+                            Event::Tokens(t) => {
+                                if !send(&mut socket, Message::Text(t.ws_text.clone().into())).await {
+                                    break 'conn "ws_write_failed";
+                                }
+                                svc.metrics.written(t.deadline_ms, held_exp_ms);
+                                held_exp_ms = t.access_exp_ms;
+                            }
+                            Event::Revoked(reason) => {
+                                let msg = json!({"type": "revoked", "reason": &*reason}).to_string();
+                                let _ = send(&mut socket, Message::Text(msg.into())).await;
+                                close(&mut socket, CLOSE_REVOKED, "revoked").await;
+                                break 'conn "revoked";
+                            }
+                            Event::Reconnect { retry_ms } => {
+                                let msg = json!({"type": "reconnect", "retry_ms": retry_ms}).to_string();
+                                let _ = send(&mut socket, Message::Text(msg.into())).await;
+                                close(&mut socket, CLOSE_RESTART, "server restart").await;
+                                break 'conn "reconnect";
+                            }
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    if !send(&mut socket, Message::Ping(Default::default())).await {
+                        break 'conn "ws_write_failed";
+                    }
+                }
+            }
+        }
+    };
+    svc.channel_closed(cause);
+    drop(reg);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_allowed;
+
+    #[test]
+    fn origin_rules() {
+        assert!(origin_allowed(
+            &[],
+            "http://127.0.0.1:8080",
+            "127.0.0.1:8080"
+        ));
+        assert!(!origin_allowed(
+            &[],
+            "http://evil.example",
+            "127.0.0.1:8080"
+        ));
+        assert!(!origin_allowed(
+            &[],
+            "http://127.0.0.1:8080.evil",
+            "127.0.0.1:8080"
+        ));
+        assert!(origin_allowed(&["*".into()], "http://x", "h"));
+        assert!(origin_allowed(&["http://a".into()], "http://a", "h"));
+        assert!(!origin_allowed(&["http://a".into()], "http://a/", "h"));
+    }
+}

@@ -1,0 +1,153 @@
+//! Prometheus metrics: channels, pushes, push lag, delivery margin (I1 as a number),
+//! revocations, reuse detections, refresh outcomes.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Every metric, registered in one registry.
+pub struct Metrics {
+    registry: Registry,
+    pub channels: IntGaugeVec,
+    pub pushes: IntCounterVec,
+    pub push_lag: Histogram,
+    pub delivery_margin: Histogram,
+    /// Smallest delivery margin seen, in ms: must stay above 0.
+    pub min_margin_ms: IntGauge,
+    pub revocations: IntCounterVec,
+    pub reuse_detected: IntCounter,
+    pub refreshes: IntCounterVec,
+    pub logins: IntCounterVec,
+    pub channels_closed: IntCounterVec,
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
+    r.register(Box::new(m.clone()))
+        .expect("metric names are unique");
+    m
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let r = Registry::new();
+        let lag_buckets = vec![
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ];
+        let margin_buckets = vec![0.0, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0];
+        Metrics {
+            channels: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("tokenpush_channels", "Live channels by kind"),
+                    &["kind"],
+                )
+                .unwrap(),
+            ),
+            pushes: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("tokenpush_pushes_total", "Token pushes by reason"),
+                    &["reason"],
+                )
+                .unwrap(),
+            ),
+            push_lag: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "tokenpush_push_lag_seconds",
+                        "Renewal deadline to tokens written",
+                    )
+                    .buckets(lag_buckets),
+                )
+                .unwrap(),
+            ),
+            delivery_margin: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "tokenpush_delivery_margin_seconds",
+                        "Access lifetime left when the previous token's push was written",
+                    )
+                    .buckets(margin_buckets),
+                )
+                .unwrap(),
+            ),
+            min_margin_ms: reg(
+                &r,
+                IntGauge::new(
+                    "tokenpush_delivery_margin_min_ms",
+                    "Smallest delivery margin seen",
+                )
+                .unwrap(),
+            ),
+            revocations: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("tokenpush_revocations_total", "Sessions revoked by reason"),
+                    &["reason"],
+                )
+                .unwrap(),
+            ),
+            reuse_detected: reg(
+                &r,
+                IntCounter::new("tokenpush_reuse_detected_total", "Replayed refresh tokens")
+                    .unwrap(),
+            ),
+            refreshes: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("tokenpush_refresh_total", "Refresh outcomes"),
+                    &["outcome"],
+                )
+                .unwrap(),
+            ),
+            logins: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("tokenpush_logins_total", "Login outcomes"),
+                    &["outcome"],
+                )
+                .unwrap(),
+            ),
+            channels_closed: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tokenpush_channels_closed_total",
+                        "Channels closed by cause",
+                    ),
+                    &["cause"],
+                )
+                .unwrap(),
+            ),
+            registry: r,
+        }
+    }
+}
+
+impl Metrics {
+    /// Records a `tokens` event written to a channel: lag from its deadline, and the margin
+    /// left on the access token it replaces (`prev_exp_ms`, 0 if unknown).
+    pub fn written(&self, deadline_ms: i64, prev_exp_ms: i64) {
+        let now = crate::clock::now_ms();
+        self.push_lag
+            .observe(((now - deadline_ms).max(0)) as f64 / 1000.0);
+        if prev_exp_ms > 0 {
+            let margin = prev_exp_ms - now;
+            self.delivery_margin.observe(margin.max(0) as f64 / 1000.0);
+            let cur = self.min_margin_ms.get();
+            if cur == 0 || margin < cur {
+                self.min_margin_ms.set(margin);
+            }
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,152 @@
+//! In-memory store: for unit tests and `--store memory`; nothing survives a restart.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+
+use super::local::Ephemeral;
+use super::{Session, Store, StoreResult, TicketGrant};
+use crate::clock::Millis;
+
+/// Sessions and role overrides in maps.
+#[derive(Default)]
+pub struct MemoryStore {
+    sessions: DashMap<String, Session>,
+    roles: DashMap<String, Vec<String>>,
+    ephemeral: Ephemeral,
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn insert(&self, s: &Session) -> StoreResult<()> {
+        self.sessions.insert(s.sid.clone(), s.clone());
+        Ok(())
+    }
+
+    async fn load(&self, sid: &str) -> StoreResult<Option<Session>> {
+        Ok(self.sessions.get(sid).map(|s| s.clone()))
+    }
+
+    async fn cas(&self, s: &Session, expected: u64) -> StoreResult<bool> {
+        match self.sessions.get_mut(&s.sid) {
+            Some(mut cur) if cur.version == expected => {
+                *cur = s.clone();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn unrevoked(&self, user: Option<&str>) -> StoreResult<Vec<Session>> {
+        Ok(self
+            .sessions
+            .iter()
+            .filter(|s| s.revoked.is_none() && user.is_none_or(|u| s.user == u))
+            .map(|s| s.clone())
+            .collect())
+    }
+
+    async fn revoked_since(&self, since: Millis) -> StoreResult<Vec<String>> {
+        Ok(self
+            .sessions
+            .iter()
+            .filter(|s| s.revoked.is_some() && s.revoked_at >= since)
+            .map(|s| s.sid.clone())
+            .collect())
+    }
+
+    async fn put_ticket(
+        &self,
+        ticket: &str,
+        grant: &TicketGrant,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        self.ephemeral.put_ticket(ticket, grant, ttl);
+        Ok(())
+    }
+
+    async fn take_ticket(&self, ticket: &str) -> StoreResult<Option<TicketGrant>> {
+        Ok(self.ephemeral.take_ticket(ticket))
+    }
+
+    async fn add_login_failure(&self, key: &str, window: Duration) -> StoreResult<(u32, u64)> {
+        Ok(self.ephemeral.add_failure(key, window))
+    }
+
+    async fn login_failures(&self, key: &str) -> StoreResult<(u32, u64)> {
+        Ok(self.ephemeral.failures(key))
+    }
+
+    async fn roles(&self, user: &str) -> StoreResult<Option<Vec<String>>> {
+        Ok(self.roles.get(user).map(|r| r.clone()))
+    }
+
+    async fn set_roles(&self, user: &str, roles: &[String]) -> StoreResult<()> {
+        self.roles.insert(user.to_string(), roles.to_vec());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sessions::{Outcome, Policy, Sessions, Use};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn concurrent_refreshes_converge_on_one_successor() {
+        let store = Arc::new(MemoryStore::default());
+        let now = crate::clock::now_ms();
+        let s = Session::new(
+            "s1".into(),
+            "u".into(),
+            "d".into(),
+            "ip".into(),
+            "n".into(),
+            now,
+            now + 1000,
+        );
+        store.insert(&s).await.unwrap();
+        let sessions = Sessions::new(
+            store,
+            Policy {
+                grace_ms: 30_000,
+                idle_ms: 1 << 40,
+                max_ms: 1 << 40,
+            },
+        );
+        let mut handles = vec![];
+        for _ in 0..50 {
+            let sessions = sessions.clone();
+            handles.push(tokio::spawn(async move {
+                let now = crate::clock::now_ms();
+                let p = sessions.policy;
+                sessions
+                    .update("s1", |s| s.present(0, Use::Refresh, now, &p))
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .1
+            }));
+        }
+        for h in handles {
+            assert_eq!(h.await.unwrap(), Outcome::Issue(1));
+        }
+        let s = sessions.store.load("s1").await.unwrap().unwrap();
+        assert_eq!((s.current_gen, s.confirmed_gen), (1, 0));
+    }
+
+    #[test]
+    fn tickets_are_single_use() {
+        let e = Ephemeral::default();
+        let g = TicketGrant {
+            sid: "s".into(),
+            user: "u".into(),
+            gen: 1,
+        };
+        e.put_ticket("t", &g, Duration::from_secs(30));
+        assert_eq!(e.take_ticket("t"), Some(g));
+        assert_eq!(e.take_ticket("t"), None);
+    }
+}

@@ -1,0 +1,192 @@
+//! Session records, the store trait with its backends, and the compare-and-set loop that
+//! applies the rotation rule atomically whatever the backend.
+
+mod local;
+pub mod memory;
+pub mod redis;
+pub mod rotation;
+pub mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Millis;
+pub use rotation::{Outcome, Policy, Use};
+
+/// One login: what DESIGN.md's session record holds. Refresh tokens are derived from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub sid: String,
+    pub user: String,
+    pub device: String,
+    pub ip: String,
+    /// Secret input of every refresh token's MAC; never leaves the store.
+    pub nonce: String,
+    pub current_gen: u64,
+    pub confirmed_gen: u64,
+    pub confirmed_at: Millis,
+    pub rotated_at: Millis,
+    pub created_at: Millis,
+    pub last_used_at: Millis,
+    /// Expiry of the access token last pushed (or issued at login): the renewal clock.
+    pub push_exp_ms: Millis,
+    pub revoked: Option<String>,
+    pub revoked_at: Millis,
+    /// Bumped on every change; the compare-and-set key.
+    pub version: u64,
+}
+
+impl Session {
+    /// A fresh session at generation 0, confirmed (the client holds what login returned).
+    pub fn new(
+        sid: String,
+        user: String,
+        device: String,
+        ip: String,
+        nonce: String,
+        now: Millis,
+        access_exp_ms: Millis,
+    ) -> Self {
+        Session {
+            sid,
+            user,
+            device,
+            ip,
+            nonce,
+            current_gen: 0,
+            confirmed_gen: 0,
+            confirmed_at: now,
+            rotated_at: now,
+            created_at: now,
+            last_used_at: now,
+            push_exp_ms: access_exp_ms,
+            revoked: None,
+            revoked_at: 0,
+            version: 0,
+        }
+    }
+}
+
+/// What a channel ticket grants: a channel for `sid`, whose client proved generation `gen`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TicketGrant {
+    pub sid: String,
+    pub user: String,
+    pub gen: u64,
+}
+
+/// Store failures. `Unavailable` becomes 503 with `Retry-After`, never `invalid_grant`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store error: {0}")]
+    Internal(String),
+}
+
+/// Store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Persistence for sessions, tickets, login-failure counters and role changes.
+/// Backends only load and compare-and-set; the rules live in [`rotation`].
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Saves a new session.
+    async fn insert(&self, s: &Session) -> StoreResult<()>;
+    /// Loads a session by id.
+    async fn load(&self, sid: &str) -> StoreResult<Option<Session>>;
+    /// Replaces the session iff its stored version is still `expected`; false when it moved.
+    async fn cas(&self, s: &Session, expected: u64) -> StoreResult<bool>;
+    /// Sessions not revoked, optionally of one user (callers filter expiry).
+    async fn unrevoked(&self, user: Option<&str>) -> StoreResult<Vec<Session>>;
+    /// Ids of sessions revoked at or after `since`, to reject their access tokens after a restart.
+    async fn revoked_since(&self, since: Millis) -> StoreResult<Vec<String>>;
+    /// Stores a single-use ticket.
+    async fn put_ticket(&self, ticket: &str, grant: &TicketGrant, ttl: Duration)
+        -> StoreResult<()>;
+    /// Takes a ticket: exactly one caller ever gets `Some`.
+    async fn take_ticket(&self, ticket: &str) -> StoreResult<Option<TicketGrant>>;
+    /// Counts a failed login for `key`; returns failures in the current window and its seconds left.
+    async fn add_login_failure(&self, key: &str, window: Duration) -> StoreResult<(u32, u64)>;
+    /// Failures so far in the window for `key`, and its seconds left.
+    async fn login_failures(&self, key: &str) -> StoreResult<(u32, u64)>;
+    /// Roles set by an admin, overriding the users file.
+    async fn roles(&self, user: &str) -> StoreResult<Option<Vec<String>>>;
+    /// Records roles set by an admin.
+    async fn set_roles(&self, user: &str, roles: &[String]) -> StoreResult<()>;
+}
+
+/// A Redis client and connection, for the cluster bus, when the store is Redis.
+pub type RedisHandles = Option<(::redis::Client, ::redis::aio::ConnectionManager)>;
+
+/// Opens the store named by `--store`.
+pub async fn open(
+    spec: &str,
+    data_dir: &std::path::Path,
+) -> Result<(Arc<dyn Store>, RedisHandles), String> {
+    match spec {
+        "memory" => Ok((Arc::new(memory::MemoryStore::default()), None)),
+        "sqlite" => {
+            let s = sqlite::SqliteStore::open(&data_dir.join("tokenpush.sqlite3"))
+                .map_err(|e| format!("sqlite: {e}"))?;
+            Ok((Arc::new(s), None))
+        }
+        s if s.starts_with("redis://") || s.starts_with("rediss://") => {
+            let s = redis::RedisStore::open(s)
+                .await
+                .map_err(|e| format!("redis: {e}"))?;
+            let handles = Some((
+                s.client.clone(),
+                redis::manager(&s.client)
+                    .await
+                    .map_err(|e| format!("redis: {e}"))?,
+            ));
+            Ok((Arc::new(s), handles))
+        }
+        other => Err(format!(
+            "unknown --store {other:?}: use sqlite, memory or redis://host:port/db"
+        )),
+    }
+}
+
+/// The store plus the rules: every change is load → apply → compare-and-set, retried on conflict.
+#[derive(Clone)]
+pub struct Sessions {
+    pub store: Arc<dyn Store>,
+    pub policy: Policy,
+}
+
+impl Sessions {
+    /// Wraps a store with the lifetimes of `policy`.
+    pub fn new(store: Arc<dyn Store>, policy: Policy) -> Self {
+        Sessions { store, policy }
+    }
+
+    /// Applies `f` to the session atomically. Returns the session after `f` and its result,
+    /// or `None` when there is no such session.
+    pub async fn update<R>(
+        &self,
+        sid: &str,
+        mut f: impl FnMut(&mut Session) -> R,
+    ) -> StoreResult<Option<(Session, R)>> {
+        // Conflicts mean another caller advanced the session; each retry sees its result, and
+        // the rule converges within a couple of rounds, so the bound is only a safety net.
+        for _ in 0..64 {
+            let Some(mut s) = self.store.load(sid).await? else {
+                return Ok(None);
+            };
+            let before = s.version;
+            let r = f(&mut s);
+            if s.version == before || self.store.cas(&s, before).await? {
+                return Ok(Some((s, r)));
+            }
+            tokio::task::yield_now().await;
+        }
+        Err(StoreError::Internal(format!(
+            "session {sid} kept changing under compare-and-set"
+        )))
+    }
+}

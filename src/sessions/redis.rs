@@ -1,0 +1,216 @@
+//! Redis store for clusters: sessions, tickets, login-failure windows and role overrides, shared
+//! by every node. The compare-and-set is one Lua script, so it is atomic across nodes.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncCommands;
+
+use super::{Session, Store, StoreError, StoreResult, TicketGrant};
+use crate::clock::Millis;
+
+/// KEYS[1] session key, ARGV[1] expected version, ARGV[2] new version, ARGV[3] data,
+/// ARGV[4] sid, ARGV[5] revoked_at or "" — returns 1 when written.
+const CAS: &str = r"
+local v = redis.call('HGET', KEYS[1], 'v')
+if v ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
+if ARGV[5] ~= '' then
+  redis.call('ZADD', 'tp:revoked', ARGV[5], ARGV[4])
+  redis.call('SREM', 'tp:live', ARGV[4])
+end
+return 1
+";
+
+/// A handle over a self-reconnecting Redis connection.
+pub struct RedisStore {
+    conn: ConnectionManager,
+    cas: redis::Script,
+    /// For the cluster bus, which needs its own pub/sub connection.
+    pub client: redis::Client,
+}
+
+/// A connection that fails fast (about a second) while Redis is down and reconnects with
+/// backoff in the background.
+pub async fn manager(client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
+    let cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(1000)))
+        .set_response_timeout(Some(Duration::from_millis(1000)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(1000));
+    ConnectionManager::new_with_config(client.clone(), cfg).await
+}
+
+fn err(e: redis::RedisError) -> StoreError {
+    // Every Redis failure means the shared state is out of reach: callers answer 503.
+    StoreError::Unavailable(e.to_string())
+}
+
+fn internal(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(e.to_string())
+}
+
+fn key(sid: &str) -> String {
+    format!("tp:s:{sid}")
+}
+
+impl RedisStore {
+    /// Connects (Redis must be up at start).
+    pub async fn open(url: &str) -> redis::RedisResult<Self> {
+        let client = redis::Client::open(url)?;
+        let conn = manager(&client).await?;
+        Ok(RedisStore {
+            conn,
+            cas: redis::Script::new(CAS),
+            client,
+        })
+    }
+
+    /// A clone of the shared connection (cheap; it multiplexes).
+    pub fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+fn decode(data: Option<String>) -> StoreResult<Option<Session>> {
+    data.map(|d| serde_json::from_str(&d).map_err(internal))
+        .transpose()
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn insert(&self, s: &Session) -> StoreResult<()> {
+        let data = serde_json::to_string(s).map_err(internal)?;
+        redis::pipe()
+            .atomic()
+            .hset_multiple(key(&s.sid), &[("v", s.version.to_string()), ("d", data)])
+            .sadd("tp:live", &s.sid)
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(err)
+    }
+
+    async fn load(&self, sid: &str) -> StoreResult<Option<Session>> {
+        let data: Option<String> = self.conn().hget(key(sid), "d").await.map_err(err)?;
+        decode(data)
+    }
+
+    async fn cas(&self, s: &Session, expected: u64) -> StoreResult<bool> {
+        let data = serde_json::to_string(s).map_err(internal)?;
+        let revoked_at = s
+            .revoked
+            .as_ref()
+            .map(|_| s.revoked_at.to_string())
+            .unwrap_or_default();
+        let written: i64 = self
+            .cas
+            .key(key(&s.sid))
+            .arg(expected.to_string())
+            .arg(s.version.to_string())
+            .arg(data)
+            .arg(&s.sid)
+            .arg(revoked_at)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(err)?;
+        Ok(written == 1)
+    }
+
+    async fn unrevoked(&self, user: Option<&str>) -> StoreResult<Vec<Session>> {
+        let sids: Vec<String> = self.conn().smembers("tp:live").await.map_err(err)?;
+        let mut out = Vec::with_capacity(sids.len());
+        for chunk in sids.chunks(500) {
+            let mut pipe = redis::pipe();
+            for sid in chunk {
+                pipe.hget(key(sid), "d");
+            }
+            let datas: Vec<Option<String>> =
+                pipe.query_async(&mut self.conn()).await.map_err(err)?;
+            for s in datas.into_iter().map(decode) {
+                if let Some(s) = s? {
+                    if s.revoked.is_none() && user.is_none_or(|u| s.user == u) {
+                        out.push(s);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn revoked_since(&self, since: Millis) -> StoreResult<Vec<String>> {
+        self.conn()
+            .zrangebyscore("tp:revoked", since, "+inf")
+            .await
+            .map_err(err)
+    }
+
+    async fn put_ticket(
+        &self,
+        ticket: &str,
+        grant: &TicketGrant,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        let data = serde_json::to_string(grant).map_err(internal)?;
+        let ms = ttl.as_millis().max(1) as u64;
+        let _: () = redis::cmd("SET")
+            .arg(format!("tp:t:{ticket}"))
+            .arg(data)
+            .arg("PX")
+            .arg(ms)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn take_ticket(&self, ticket: &str) -> StoreResult<Option<TicketGrant>> {
+        // GETDEL is atomic: of two nodes racing on one ticket, one gets it.
+        let data: Option<String> = redis::cmd("GETDEL")
+            .arg(format!("tp:t:{ticket}"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(err)?;
+        data.map(|d| serde_json::from_str(&d).map_err(internal))
+            .transpose()
+    }
+
+    async fn add_login_failure(&self, key: &str, window: Duration) -> StoreResult<(u32, u64)> {
+        let k = format!("tp:f:{key}");
+        let (n, ttl): (u32, i64) = redis::pipe()
+            .atomic()
+            .incr(&k, 1)
+            .cmd("EXPIRE")
+            .arg(&k)
+            .arg(window.as_secs().max(1))
+            .arg("NX")
+            .ignore()
+            .ttl(&k)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(err)?;
+        Ok((n, ttl.max(1) as u64))
+    }
+
+    async fn login_failures(&self, key: &str) -> StoreResult<(u32, u64)> {
+        let k = format!("tp:f:{key}");
+        let (n, ttl): (Option<u32>, i64) = redis::pipe()
+            .get(&k)
+            .ttl(&k)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(err)?;
+        Ok((n.unwrap_or(0), ttl.max(0) as u64))
+    }
+
+    async fn roles(&self, user: &str) -> StoreResult<Option<Vec<String>>> {
+        let data: Option<String> = self.conn().hget("tp:roles", user).await.map_err(err)?;
+        data.map(|d| serde_json::from_str(&d).map_err(internal))
+            .transpose()
+    }
+
+    async fn set_roles(&self, user: &str, roles: &[String]) -> StoreResult<()> {
+        let data = serde_json::to_string(roles).map_err(internal)?;
+        self.conn().hset("tp:roles", user, data).await.map_err(err)
+    }
+}

@@ -1,0 +1,158 @@
+//! Key material in the data dir: the access-token signing key, the refresh MAC key, and the JWKS.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use sha2::{Digest, Sha256};
+
+/// PKCS#8 v1 prefix for a raw Ed25519 seed (RFC 8410): what jsonwebtoken's EdDSA signer parses.
+const ED25519_PKCS8_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// A loaded signing key: what signs access tokens, what verifies them, and how it is published.
+pub struct SigningKey {
+    pub alg: Algorithm,
+    pub kid: String,
+    pub encoding: EncodingKey,
+    pub decoding: DecodingKey,
+    /// The public JWK, or `None` for a symmetric key (never published).
+    pub jwk: Option<serde_json::Value>,
+}
+
+/// Why key material could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
+    move |source| KeyError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Creates the data dir (0700) when missing.
+pub fn ensure_data_dir(dir: &Path) -> Result<(), KeyError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))
+}
+
+/// Reads a secret file, generating `len` random bytes (mode 0600) on first start.
+/// Refuses a world-writable file: anyone could have planted the key.
+pub fn load_or_create_secret(path: &Path, len: usize) -> Result<Vec<u8>, KeyError> {
+    if path.exists() {
+        return read_secret(path);
+    }
+    let mut bytes = vec![0u8; len];
+    rand::fill(&mut bytes[..]);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.write_all(&bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(io_err(path))?;
+    Ok(bytes)
+}
+
+/// Reads an existing secret file, refusing world-writable ones.
+pub fn read_secret(path: &Path) -> Result<Vec<u8>, KeyError> {
+    let meta = fs::metadata(path).map_err(io_err(path))?;
+    if meta.permissions().mode() & 0o002 != 0 {
+        return Err(KeyError::Invalid(format!(
+            "{} is world-writable; refusing to use it",
+            path.display()
+        )));
+    }
+    fs::read(path).map_err(io_err(path))
+}
+
+/// The Ed25519 signing key from a 32-byte seed, with its RFC 7638 thumbprint as `kid`.
+pub fn ed25519(seed: &[u8]) -> Result<SigningKey, KeyError> {
+    let seed: [u8; 32] = seed
+        .try_into()
+        .map_err(|_| KeyError::Invalid("Ed25519 key file must hold 32 bytes".into()))?;
+    let public = ed25519_dalek::SigningKey::from_bytes(&seed)
+        .verifying_key()
+        .to_bytes();
+    let x = B64.encode(public);
+    // RFC 7638: members in lexicographic order, no whitespace.
+    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+    let kid = B64.encode(Sha256::digest(canonical.as_bytes()));
+    let mut der = ED25519_PKCS8_PREFIX.to_vec();
+    der.extend_from_slice(&seed);
+    Ok(SigningKey {
+        alg: Algorithm::EdDSA,
+        jwk: Some(
+            serde_json::json!({"kty":"OKP","crv":"Ed25519","x":x,"kid":kid,"alg":"EdDSA","use":"sig"}),
+        ),
+        kid,
+        encoding: EncodingKey::from_ed_der(&der),
+        decoding: DecodingKey::from_ed_der(&public),
+    })
+}
+
+/// An HS256 key; its `kid` is a hash prefix so a rotated secret is told apart.
+pub fn hs256(secret: &[u8]) -> Result<SigningKey, KeyError> {
+    if secret.len() < 32 {
+        return Err(KeyError::Invalid(
+            "the HS256 secret must be at least 32 bytes".into(),
+        ));
+    }
+    let kid = B64.encode(&Sha256::digest(secret)[..12]);
+    Ok(SigningKey {
+        alg: Algorithm::HS256,
+        kid,
+        encoding: EncodingKey::from_secret(secret),
+        decoding: DecodingKey::from_secret(secret),
+        jwk: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thumbprint_matches_rfc8037_example() {
+        // RFC 8037 appendix A.3: the thumbprint of the example Ed25519 key.
+        let seed = B64
+            .decode("nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A")
+            .unwrap();
+        let key = ed25519(&seed).unwrap();
+        assert_eq!(key.kid, "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+        assert_eq!(
+            key.jwk.unwrap()["x"],
+            "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
+        );
+    }
+
+    #[test]
+    fn secrets_are_private_and_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        let a = load_or_create_secret(&p, 32).unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(load_or_create_secret(&p, 32).unwrap(), a);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(read_secret(&p).is_err());
+    }
+}

@@ -1,0 +1,209 @@
+//! The users directory: the TOML users file (or generated demo users), argon2id password
+//! checks, and admin role overrides cached from the store.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+/// One `[[user]]` table of the users file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct User {
+    pub name: String,
+    pub password_hash: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct UsersFile {
+    #[serde(default)]
+    user: Vec<User>,
+}
+
+/// What tokens say about a user.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub name: String,
+    pub display_name: String,
+    pub roles: Vec<String>,
+}
+
+/// All known users; read-only apart from role overrides.
+pub struct Directory {
+    users: HashMap<String, User>,
+    overrides: DashMap<String, Vec<String>>,
+    /// Checked for unknown users so they take as long as wrong passwords.
+    dummy_hash: String,
+}
+
+/// Hashes a password as an argon2id PHC string.
+pub fn hash_password(password: &str) -> String {
+    let mut salt = [0u8; 16];
+    rand::fill(&mut salt);
+    let salt = SaltString::encode_b64(&salt).expect("16 bytes is a valid salt");
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2 with default params")
+        .to_string()
+}
+
+fn verify_hash(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
+}
+
+impl Directory {
+    /// Loads a users file.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file: UsersFile =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        for u in &file.user {
+            PasswordHash::new(&u.password_hash).map_err(|e| {
+                format!(
+                    "{}: user {:?} has a bad password_hash: {e}",
+                    path.display(),
+                    u.name
+                )
+            })?;
+        }
+        Ok(Self::from_users(file.user))
+    }
+
+    /// Demo mode: `alice` (admin) and `bob` with random passwords, kept (hashed) in
+    /// `demo-users.toml` in the data dir. The passwords are printed only when first created.
+    pub fn demo(data_dir: &Path) -> Result<Self, String> {
+        let path = data_dir.join("demo-users.toml");
+        if path.exists() {
+            println!("demo mode: users alice (admin) and bob from {} (passwords were printed at first start)", path.display());
+            return Self::load(&path);
+        }
+        let mut users = vec![];
+        let mut shown = vec![];
+        for (name, roles) in [("alice", vec!["admin".to_string()]), ("bob", vec![])] {
+            let mut raw = [0u8; 9];
+            rand::fill(&mut raw);
+            let password =
+                base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw);
+            users.push(User {
+                name: name.into(),
+                password_hash: hash_password(&password),
+                roles,
+                display_name: None,
+            });
+            shown.push((name, password));
+        }
+        let text = toml::to_string(&UsersFile {
+            user: users.clone(),
+        })
+        .map_err(|e| e.to_string())?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        f.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+        println!("WARNING: demo mode (no --users file). Demo users, shown this once:");
+        for (name, password) in shown {
+            println!("  {name:<6} password: {password}");
+        }
+        Ok(Self::from_users(users))
+    }
+
+    fn from_users(list: Vec<User>) -> Self {
+        Directory {
+            users: list.into_iter().map(|u| (u.name.clone(), u)).collect(),
+            overrides: DashMap::new(),
+            dummy_hash: hash_password("not a real password"),
+        }
+    }
+
+    /// Checks a password in about the same time whether or not the user exists.
+    /// CPU-heavy: call from a blocking thread.
+    pub fn check_password(&self, name: &str, password: &str) -> Option<Identity> {
+        match self.users.get(name) {
+            Some(u) if verify_hash(password, &u.password_hash) => self.identity(name),
+            Some(_) => None,
+            None => {
+                verify_hash(password, &self.dummy_hash);
+                None
+            }
+        }
+    }
+
+    /// Name, display name and effective roles (an admin override beats the file).
+    pub fn identity(&self, name: &str) -> Option<Identity> {
+        let u = self.users.get(name)?;
+        let roles = self
+            .overrides
+            .get(name)
+            .map(|r| r.clone())
+            .unwrap_or_else(|| u.roles.clone());
+        Some(Identity {
+            name: u.name.clone(),
+            display_name: u.display_name.clone().unwrap_or_else(|| u.name.clone()),
+            roles,
+        })
+    }
+
+    /// Whether `name` is a known user.
+    pub fn exists(&self, name: &str) -> bool {
+        self.users.contains_key(name)
+    }
+
+    /// Names of every user, for loading overrides at start.
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.users.keys()
+    }
+
+    /// Caches roles set by an admin (here or on another node).
+    pub fn set_roles(&self, name: &str, roles: Vec<String>) {
+        self.overrides.insert(name.to_string(), roles);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_file_round_trip_and_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("users.toml");
+        let h = hash_password("pw");
+        std::fs::write(&p, format!("[[user]]\nname = \"carol\"\npassword_hash = \"{h}\"\nroles = [\"admin\"]\ndisplay_name = \"Carol C\"\n")).unwrap();
+        let d = Directory::load(&p).unwrap();
+        let id = d.check_password("carol", "pw").unwrap();
+        assert_eq!(
+            (id.display_name.as_str(), id.roles.as_slice()),
+            ("Carol C", &["admin".to_string()][..])
+        );
+        assert!(d.check_password("carol", "nope").is_none());
+        assert!(d.check_password("nobody", "pw").is_none());
+        d.set_roles("carol", vec![]);
+        assert!(d.identity("carol").unwrap().roles.is_empty());
+    }
+
+    #[test]
+    fn demo_users_are_created_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Directory::demo(dir.path()).unwrap();
+        assert_eq!(
+            a.identity("alice").unwrap().roles,
+            vec!["admin".to_string()]
+        );
+        assert!(Directory::demo(dir.path()).unwrap().exists("bob"));
+    }
+}
