@@ -1,0 +1,448 @@
+//! Push channels against a real server: renewals over SSE and WS, revocation, tickets,
+//! resume, bad frames, graceful restart, and 2,000 channels (issue: push channels).
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{claims, Sse, TestApp, Ws};
+use serde_json::{json, Value};
+
+const S: Duration = Duration::from_secs(1);
+
+fn s(v: &Value, k: &str) -> String {
+    v[k].as_str()
+        .unwrap_or_else(|| panic!("no {k} in {v}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn sse_and_ws_get_the_same_renewals_and_never_a_401() {
+    let app = TestApp::spawn(&[]).await;
+    let t = app.login_as("bob").await;
+    let latest = Arc::new(Mutex::new(s(&t, "access_token")));
+    let mut sse = app
+        .sse(&app.ticket(&s(&t, "refresh_token")).await, None)
+        .await
+        .unwrap();
+    let ready = sse.expect("ready", 5 * S).await;
+    assert_eq!(ready.data["session_id"], t["session_id"]);
+    let mut ws = app.ws(&app.ticket(&s(&t, "refresh_token")).await).await;
+    assert_eq!(
+        ws.expect("ready", 5 * S).await["session_id"],
+        t["session_id"]
+    );
+
+    // A caller using whatever access token was pushed last, every 100 ms.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let caller = {
+        let (client, url, latest, stop) = (
+            app.client.clone(),
+            app.url("/api/me"),
+            latest.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let (mut ok, mut bad) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let at = latest.lock().unwrap().clone();
+                let st = client
+                    .get(&url)
+                    .bearer_auth(at)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
+                if st == 200 {
+                    ok += 1
+                } else {
+                    bad += 1
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (ok, bad)
+        })
+    };
+    let sse_side = {
+        let (app_client, ack_url, latest) =
+            (app.client.clone(), app.url("/auth/ack"), latest.clone());
+        tokio::spawn(async move {
+            let mut got = vec![];
+            let end = Instant::now() + 30 * S;
+            while Instant::now() < end {
+                if let Some(ev) = sse.next(end - Instant::now()).await {
+                    if ev.event == "tokens" {
+                        let at = s(&ev.data, "access_token");
+                        assert_eq!(
+                            ev.id.clone().unwrap(),
+                            format!("{}:{}", s(&ev.data, "session_id"), claims(&at)["gen"])
+                        );
+                        *latest.lock().unwrap() = at.clone();
+                        let r = app_client
+                            .post(&ack_url)
+                            .bearer_auth(&at)
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(r.status(), 204);
+                        got.push((ev.id.unwrap(), at));
+                    }
+                }
+            }
+            got
+        })
+    };
+    let ws_side = tokio::spawn(async move {
+        let mut got = vec![];
+        let end = Instant::now() + 30 * S;
+        while Instant::now() < end {
+            if let Some(f) = ws.next(end - Instant::now()).await {
+                if f["type"] == "tokens" {
+                    ws.send_json(json!({"type": "ack", "id": f["id"]})).await;
+                    got.push((s(&f, "id"), s(&f, "access_token")));
+                }
+            }
+        }
+        got
+    });
+    let (sse_got, ws_got) = (sse_side.await.unwrap(), ws_side.await.unwrap());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, bad) = caller.await.unwrap();
+    assert!(sse_got.len() >= 4, "SSE got {} pushes", sse_got.len());
+    assert_eq!(sse_got, ws_got, "both channels get identical tokens");
+    let gens: Vec<u64> = sse_got
+        .iter()
+        .map(|(_, at)| claims(at)["gen"].as_u64().unwrap())
+        .collect();
+    assert!(
+        gens.windows(2).all(|w| w[1] == w[0] + 1),
+        "acked pushes rotate one generation each: {gens:?}"
+    );
+    assert_eq!(bad, 0, "{bad} of {} calls were refused", ok + bad);
+    assert!(ok > 200);
+}
+
+#[tokio::test]
+async fn logout_and_replay_revoke_every_channel_within_a_second() {
+    let app = TestApp::spawn(&["--grace", "1s"]).await;
+    // Logout.
+    let t = app.login_as("bob").await;
+    let mut sse = app
+        .sse(&app.ticket(&s(&t, "refresh_token")).await, None)
+        .await
+        .unwrap();
+    let mut ws = app.ws(&app.ticket(&s(&t, "refresh_token")).await).await;
+    sse.expect("ready", 5 * S).await;
+    ws.expect("ready", 5 * S).await;
+    let r = app
+        .client
+        .post(app.url("/auth/logout"))
+        .bearer_auth(s(&t, "access_token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let start = Instant::now();
+    assert_eq!(sse.expect("revoked", S).await.data["reason"], "logout");
+    assert_eq!(ws.expect("revoked", S).await["reason"], "logout");
+    assert!(start.elapsed() < S);
+    assert!(sse.next(S).await.is_none() && sse.closed, "SSE stream ends");
+    assert_eq!(ws.closed(S).await, Some(4001));
+
+    // Replay of an old refresh token.
+    let t0 = app.login_as("bob").await;
+    let (_, t1) = app.refresh(&s(&t0, "refresh_token")).await;
+    let (_, t2) = app.refresh(&s(&t1, "refresh_token")).await;
+    let mut sse = app
+        .sse(&app.ticket(&s(&t2, "refresh_token")).await, None)
+        .await
+        .unwrap();
+    let mut ws = app.ws(&app.ticket(&s(&t2, "refresh_token")).await).await;
+    sse.expect("ready", 5 * S).await;
+    ws.expect("ready", 5 * S).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (st, _) = app.refresh(&s(&t0, "refresh_token")).await;
+    assert_eq!(st, 400);
+    assert_eq!(
+        sse.expect("revoked", S).await.data["reason"],
+        "reuse_detected"
+    );
+    assert_eq!(ws.expect("revoked", S).await["reason"], "reuse_detected");
+}
+
+#[tokio::test]
+async fn bad_tickets_and_foreign_origins_are_refused() {
+    let app = TestApp::spawn(&["--ticket-ttl", "1s"]).await;
+    let t = app.login_as("bob").await;
+    let rt = s(&t, "refresh_token");
+    let used = app.ticket(&rt).await;
+    let mut first = app.sse(&used, None).await.unwrap();
+    first.expect("ready", 5 * S).await;
+    let r = app
+        .client
+        .get(app.url(&format!("/events?ticket={used}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(common::status_json(r).await.1["error"], "invalid_ticket");
+    assert_eq!(Ws::open(app.port, &used, None).await.err(), Some(401));
+
+    let expired = app.ticket(&rt).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(app.sse(&expired, None).await.err(), Some(401));
+    assert_eq!(
+        app.sse(&s(&t, "access_token"), None).await.err(),
+        Some(401),
+        "an access token is not a ticket"
+    );
+    assert_eq!(app.sse("", None).await.err(), Some(401));
+    assert_eq!(
+        Ws::open(app.port, &s(&t, "access_token"), None).await.err(),
+        Some(401)
+    );
+
+    let ticket = app.ticket(&rt).await;
+    assert_eq!(
+        Ws::open(app.port, &ticket, Some("http://evil.example"))
+            .await
+            .err(),
+        Some(403)
+    );
+    let own = format!("http://127.0.0.1:{}", app.port);
+    let mut ws = Ws::open(app.port, &app.ticket(&rt).await, Some(&own))
+        .await
+        .expect("own origin allowed");
+    ws.expect("ready", 5 * S).await;
+
+    // Two connects racing on one ticket: exactly one wins.
+    let ticket = app.ticket(&rt).await;
+    let (a, b) = tokio::join!(app.sse(&ticket, None), Ws::open(app.port, &ticket, None));
+    assert_eq!(a.is_ok() as u8 + b.is_ok() as u8, 1);
+}
+
+#[tokio::test]
+async fn a_client_that_missed_a_push_resumes_twenty_seconds_later() {
+    let app = TestApp::spawn(&[]).await;
+    let t = app.login_as("bob").await;
+    let rt = s(&t, "refresh_token");
+    let mut sse = app.sse(&app.ticket(&rt).await, None).await.unwrap();
+    sse.expect("ready", 5 * S).await;
+    // The push comes ~4 s after login; this client never reads it.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    drop(sse);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    // Its access token is long expired, its refresh token is one generation behind.
+    let ticket = app.ticket(&rt).await;
+    let mut sse = app.sse(&ticket, None).await.unwrap();
+    sse.expect("ready", 5 * S).await;
+    let ev = sse.expect("tokens", 2 * S).await;
+    assert_eq!(ev.data["reason"], "resume");
+    assert_eq!(
+        app.get_auth("/api/me", &s(&ev.data, "access_token"))
+            .await
+            .0,
+        200
+    );
+    let (st, _) = app.refresh(&s(&ev.data, "refresh_token")).await;
+    assert_eq!(st, 200, "the resumed refresh token works");
+}
+
+#[tokio::test]
+async fn bad_ws_frames_close_only_that_connection() {
+    let app = TestApp::spawn(&[]).await;
+    let t = app.login_as("bob").await;
+    let rt = s(&t, "refresh_token");
+    let mut healthy = app.ws(&app.ticket(&rt).await).await;
+    healthy.expect("ready", 5 * S).await;
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let cases: Vec<(Message, u16)> = vec![
+        (Message::Binary(vec![0xde, 0xad, 0xbe, 0xef].into()), 1008),
+        (Message::Text("x".repeat(10_000).into()), 1009),
+        (Message::Text("{not json".into()), 1008),
+        (Message::Text(r#"{"type":"launch_missiles"}"#.into()), 1008),
+    ];
+    for (msg, code) in cases {
+        let mut bad = app.ws(&app.ticket(&rt).await).await;
+        bad.expect("ready", 5 * S).await;
+        bad.stream.send(msg).await.unwrap();
+        assert_eq!(bad.closed(2 * S).await, Some(code));
+    }
+    healthy.send_json(json!({"type": "ping"})).await;
+    healthy.expect("pong", S).await;
+    let ev = healthy.expect("tokens", 6 * S).await;
+    assert_eq!(
+        ev["reason"], "renewal",
+        "the healthy channel keeps renewing"
+    );
+    // renew asks for a push now; a second one right after is rate-limited.
+    healthy.send_json(json!({"type": "renew"})).await;
+    assert_eq!(healthy.expect("tokens", S).await["reason"], "requested");
+    healthy.send_json(json!({"type": "renew"})).await;
+    assert_eq!(healthy.expect("error", S).await["error"], "rate_limited");
+}
+
+#[tokio::test]
+async fn graceful_restart_sends_reconnect_and_clients_resume() {
+    let mut app = TestApp::spawn(&[]).await;
+    let t = app.login_as("bob").await;
+    let mut sse = app
+        .sse(&app.ticket(&s(&t, "refresh_token")).await, None)
+        .await
+        .unwrap();
+    let mut ws = app.ws(&app.ticket(&s(&t, "refresh_token")).await).await;
+    sse.expect("ready", 5 * S).await;
+    ws.expect("ready", 5 * S).await;
+    let pushed = sse.expect("tokens", 6 * S).await;
+    let last_id = pushed.id.clone().unwrap();
+    let rt = s(&pushed.data, "refresh_token");
+    ws.expect("tokens", S).await;
+    let stop = tokio::spawn(async move {
+        app.restart().await;
+        app
+    });
+    let rc = sse.expect("reconnect", 5 * S).await;
+    assert!(rc.data["retry_ms"].as_u64().unwrap() > 0);
+    assert!(
+        ws.expect("reconnect", 5 * S).await["retry_ms"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(ws.closed(2 * S).await, Some(1012));
+    let app = stop.await.unwrap();
+    // Come back to the new process with the last pushed refresh token and Last-Event-ID.
+    let mut sse = app
+        .sse(&app.ticket(&rt).await, Some(&last_id))
+        .await
+        .unwrap();
+    sse.expect("ready", 5 * S).await;
+    let ev = sse.expect("tokens", 7 * S).await;
+    assert_eq!(ev.data["reason"], "renewal");
+    assert_eq!(
+        claims(&s(&ev.data, "access_token"))["gen"]
+            .as_u64()
+            .unwrap(),
+        claims(&s(&pushed.data, "access_token"))["gen"]
+            .as_u64()
+            .unwrap()
+            + 1
+    );
+}
+
+#[tokio::test]
+async fn two_thousand_channels_all_renewed_in_one_lead_window() {
+    const SESSIONS: usize = 250;
+    const PER_SESSION: usize = 8;
+    let app = TestApp::spawn(&[
+        "--access-ttl",
+        "12s",
+        "--renew-lead",
+        "4s",
+        "--max-channels-per-user",
+        "100000",
+    ])
+    .await;
+    let mut logins = vec![];
+    for i in 0..SESSIONS {
+        let (client, url) = (app.client.clone(), app.url("/auth/login"));
+        let user = ["alice", "bob", "carol"][i % 3];
+        logins.push(tokio::spawn(async move {
+            let body = json!({"username": user, "password": common::PASSWORD, "device_id": "load"});
+            common::status_json(client.post(url).json(&body).send().await.unwrap())
+                .await
+                .1
+        }));
+    }
+    let mut tasks = vec![];
+    let client = reqwest::Client::new();
+    for l in logins {
+        let t = l.await.unwrap();
+        let exp = claims(&s(&t, "access_token"))["exp"].as_i64().unwrap();
+        for c in 0..PER_SESSION {
+            let (rt, port, url) = (s(&t, "refresh_token"), app.port, app.url("/auth/ticket"));
+            let client = client.clone();
+            tasks.push(tokio::spawn(async move {
+                let body = json!({"refresh_token": rt});
+                let ticket = s(
+                    &common::status_json(client.post(&url).json(&body).send().await.unwrap())
+                        .await
+                        .1,
+                    "ticket",
+                );
+                let wait = Duration::from_secs(20);
+                // Each channel reports when its first push arrived and the token it replaced expired.
+                let (got, pushed_exp) = if c % 2 == 0 {
+                    let mut sse = Sse::open(
+                        &client,
+                        &url.replace("/auth/ticket", &format!("/events?ticket={ticket}")),
+                        None,
+                    )
+                    .await
+                    .unwrap();
+                    sse.expect("ready", wait).await;
+                    let ev = sse.expect("tokens", wait).await;
+                    (
+                        tokenpush::clock::now_secs(),
+                        claims(&s(&ev.data, "access_token"))["exp"]
+                            .as_i64()
+                            .unwrap(),
+                    )
+                } else {
+                    let mut ws = Ws::open(port, &ticket, None).await.unwrap();
+                    ws.expect("ready", wait).await;
+                    let f = ws.expect("tokens", wait).await;
+                    (
+                        tokenpush::clock::now_secs(),
+                        claims(&s(&f, "access_token"))["exp"].as_i64().unwrap(),
+                    )
+                };
+                (got, exp, pushed_exp)
+            }));
+        }
+    }
+    let mut renewed = 0;
+    for t in tasks {
+        let (got, old_exp, new_exp) = t.await.unwrap();
+        assert!(
+            got <= old_exp,
+            "push arrived after the old token expired ({got} > {old_exp})"
+        );
+        assert!(new_exp > old_exp);
+        renewed += 1;
+    }
+    assert_eq!(
+        renewed,
+        SESSIONS * PER_SESSION,
+        "client side: every channel renewed"
+    );
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let written: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tokenpush_push_lag_seconds_count "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        written >= (SESSIONS * PER_SESSION) as f64,
+        "server side: {written} tokens events written"
+    );
+    let min_margin: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tokenpush_delivery_margin_min_ms "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        min_margin > 0.0,
+        "delivery margin stayed positive: {min_margin} ms"
+    );
+}
