@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use config::{Config, Signing};
 use hub::bus::Bus;
 use hub::scheduler::Scheduler;
-use hub::{Hub, Limits, Reason};
+use hub::{Hub, Limits};
 use service::{Service, Timing};
 use sessions::{Policy, Sessions};
 use tokens::{keys, AccessTokens, Issuer, RefreshTokens};
@@ -150,13 +150,7 @@ impl Server {
         tokio::spawn(async move {
             while let Some((sid, deadline)) = due_rx.recv().await {
                 let svc = svc.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = svc.renew(&sid, Reason::Renewal, deadline).await {
-                        tracing::warn!(%sid, error = %e, "renewal failed; retrying in 1s");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        let _ = svc.renew(&sid, Reason::Renewal, deadline).await;
-                    }
-                });
+                tokio::spawn(async move { svc.renewal_due(&sid, deadline).await });
             }
         });
         if let Some(mut rx) = bus_rx {

@@ -389,6 +389,17 @@ impl Service {
         Ok(())
     }
 
+    /// A renewal deadline passed. If the store is out of reach, try again every second while
+    /// the session has channels here, so an outage delays renewals but never drops them.
+    pub async fn renewal_due(&self, sid: &str, deadline_ms: Millis) {
+        if let Err(e) = self.renew(sid, Reason::Renewal, deadline_ms).await {
+            tracing::warn!(%sid, error = %e, "renewal failed; retrying in 1s");
+            if self.hub.has_channels(sid) {
+                self.scheduler.schedule(sid, now_ms() + 1000);
+            }
+        }
+    }
+
     fn deliver_tokens(&self, push: TokensPush) {
         let (sid, exp) = (push.sid.clone(), push.access_exp_ms);
         if self.hub.deliver(&sid, &Event::Tokens(Arc::new(push))) > 0 {

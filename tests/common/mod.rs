@@ -63,7 +63,22 @@ pub struct TestApp {
 impl TestApp {
     /// Starts a server with `FAST` settings, any of which `extra` replaces, plus `extra`.
     pub async fn spawn(extra: &[&str]) -> TestApp {
-        let data_dir = tempfile::tempdir().unwrap();
+        Self::spawn_in(tempfile::tempdir().unwrap(), extra).await
+    }
+
+    /// Starts another node sharing this one's key files (what a cluster node needs).
+    pub async fn spawn_peer(&self, extra: &[&str]) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        for f in ["signing-ed25519.key", "refresh-mac.key"] {
+            std::fs::copy(self.data_dir.path().join("data").join(f), data.join(f)).unwrap();
+        }
+        Self::spawn_in(dir, extra).await
+    }
+
+    /// Starts a server in an existing (possibly pre-seeded) directory.
+    pub async fn spawn_in(data_dir: tempfile::TempDir, extra: &[&str]) -> TestApp {
         let mut args: Vec<String> = vec![];
         for pair in FAST.chunks(2) {
             if !extra.contains(&pair[0]) {
@@ -431,4 +446,89 @@ pub fn assert_no_secrets(log: &str, secrets: &[String]) {
         );
     }
     let _ = std::io::stdout().flush();
+}
+
+/// A real `redis-server` on a free loopback port, with an append-only file so a stop and
+/// start loses nothing.
+pub struct Redis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub async fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = Redis {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        r.run().await;
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    async fn run(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is needed for cluster tests (./scripts/test installs it)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not start");
+    }
+
+    /// SIGTERM (Redis flushes its append-only file) and wait.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            tokio::task::spawn_blocking(move || child.wait())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.run().await;
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

@@ -1,0 +1,271 @@
+//! Cluster mode: two or three nodes sharing one real `redis-server` (issue: cluster on Redis).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{claims, status_json, Redis, TestApp};
+use serde_json::{json, Value};
+
+const S: Duration = Duration::from_secs(1);
+const ISSUER: &str = "http://tokenpush.cluster.test";
+
+fn s(v: &Value, k: &str) -> String {
+    v[k].as_str()
+        .unwrap_or_else(|| panic!("no {k} in {v}"))
+        .to_string()
+}
+
+async fn cluster(redis: &Redis, extra: &[&str]) -> (TestApp, TestApp) {
+    let url = redis.url();
+    let mut args = vec!["--store", &url, "--issuer", ISSUER];
+    args.extend_from_slice(extra);
+    let a = TestApp::spawn(&args).await;
+    let b = a.spawn_peer(&args).await;
+    (a, b)
+}
+
+#[tokio::test]
+async fn logout_on_one_node_revokes_channels_on_the_other() {
+    let redis = Redis::start().await;
+    let (a, b) = cluster(&redis, &[]).await;
+    let t = a.login_as("bob").await;
+    let mut sse = a
+        .sse(&a.ticket(&s(&t, "refresh_token")).await, None)
+        .await
+        .unwrap();
+    sse.expect("ready", 5 * S).await;
+    // A ticket made on B opens a channel on A too.
+    let mut ws = a.ws(&b.ticket(&s(&t, "refresh_token")).await).await;
+    ws.expect("ready", 5 * S).await;
+    let r = b
+        .client
+        .post(b.url("/auth/logout"))
+        .bearer_auth(s(&t, "access_token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let start = Instant::now();
+    assert_eq!(sse.expect("revoked", S).await.data["reason"], "logout");
+    assert_eq!(ws.expect("revoked", S).await["reason"], "logout");
+    assert!(start.elapsed() < S);
+    assert_eq!(
+        a.get_auth("/api/me", &s(&t, "access_token")).await.0,
+        401,
+        "node A rejects the access token too"
+    );
+}
+
+#[tokio::test]
+async fn forty_refreshes_over_two_nodes_converge() {
+    let redis = Redis::start().await;
+    let (a, b) = cluster(&redis, &[]).await;
+    let t = a.login_as("bob").await;
+    let rt = s(&t, "refresh_token");
+    let mut tasks = vec![];
+    for i in 0..40 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let (client, url, rt) = (node.client.clone(), node.url("/auth/refresh"), rt.clone());
+        tasks.push(tokio::spawn(async move {
+            status_json(
+                client
+                    .post(url)
+                    .json(&json!({"refresh_token": rt}))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }));
+    }
+    let mut successors = std::collections::HashSet::new();
+    for t in tasks {
+        let (st, body) = t.await.unwrap();
+        assert_eq!(st, 200, "{body}");
+        successors.insert(s(&body, "refresh_token"));
+    }
+    assert_eq!(successors.len(), 1);
+    assert!(successors.iter().next().unwrap().contains(".1."));
+}
+
+#[tokio::test]
+async fn channels_on_both_nodes_get_one_renewal_per_deadline() {
+    let redis = Redis::start().await;
+    let (a, b) = cluster(&redis, &["--renew-jitter", "500ms"]).await;
+    let t = a.login_as("bob").await;
+    let mut on_a = a.ws(&a.ticket(&s(&t, "refresh_token")).await).await;
+    let mut on_b = b.ws(&b.ticket(&s(&t, "refresh_token")).await).await;
+    on_a.expect("ready", 5 * S).await;
+    on_b.expect("ready", 5 * S).await;
+    let mut got_a = vec![];
+    let mut got_b = vec![];
+    let end = Instant::now() + 14 * S;
+    while Instant::now() < end {
+        if let Some(f) = on_a.next(Duration::from_millis(50)).await {
+            if f["type"] == "tokens" {
+                on_a.send_json(json!({"type": "ack", "id": f["id"]})).await;
+                got_a.push((s(&f, "id"), s(&f, "access_token"), Instant::now()));
+            }
+        }
+        if let Some(f) = on_b.next(Duration::from_millis(50)).await {
+            if f["type"] == "tokens" {
+                got_b.push((s(&f, "id"), s(&f, "access_token"), Instant::now()));
+            }
+        }
+    }
+    let ids = |v: &Vec<(String, String, Instant)>| {
+        v.iter()
+            .map(|x| (x.0.clone(), x.1.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert!(got_a.len() >= 2, "renewals arrived: {}", got_a.len());
+    assert_eq!(
+        ids(&got_a),
+        ids(&got_b),
+        "both nodes' channels got identical tokens"
+    );
+    let gens: Vec<u64> = got_a
+        .iter()
+        .map(|x| claims(&x.1)["gen"].as_u64().unwrap())
+        .collect();
+    assert!(
+        gens.windows(2).all(|w| w[1] == w[0] + 1),
+        "one generation per deadline: {gens:?}"
+    );
+    // 6 s tokens renewed 2–2.5 s ahead: pushes are ~3.5–4 s apart, never two per deadline.
+    for w in got_a.windows(2) {
+        assert!(
+            w[1].2 - w[0].2 > Duration::from_millis(2500),
+            "two pushes {:?} apart",
+            w[1].2 - w[0].2
+        );
+    }
+}
+
+#[tokio::test]
+async fn role_change_on_one_node_pushes_to_the_other() {
+    let redis = Redis::start().await;
+    let (a, b) = cluster(&redis, &["--access-ttl", "60s"]).await;
+    let admin = a.login_as("alice").await;
+    let t = b.login_as("carol").await;
+    let mut ws = b.ws(&b.ticket(&s(&t, "refresh_token")).await).await;
+    ws.expect("ready", 5 * S).await;
+    let r = a
+        .client
+        .put(a.url("/admin/users/carol/roles"))
+        .bearer_auth(s(&admin, "access_token"))
+        .json(&json!({"roles": ["editor"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let f = ws.expect("tokens", 2 * S).await;
+    assert_eq!(f["reason"], "claims_changed");
+    assert_eq!(claims(&s(&f, "access_token"))["roles"], json!(["editor"]));
+    // Node B's own later issuance uses the new roles too.
+    let (st, body) = b.refresh(&s(&f, "refresh_token")).await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        claims(&s(&body, "access_token"))["roles"],
+        json!(["editor"])
+    );
+    let r = a
+        .client
+        .get(a.url("/admin/sessions"))
+        .bearer_auth(s(&admin, "access_token"))
+        .send()
+        .await
+        .unwrap();
+    let list = status_json(r).await.1;
+    assert!(list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["session_id"] == t["session_id"]));
+}
+
+#[tokio::test]
+async fn redis_outage_gives_503_and_everything_recovers() {
+    let mut redis = Redis::start().await;
+    let (a, b) = cluster(&redis, &[]).await;
+    let t = a.login_as("bob").await;
+    let mut ws = b.ws(&b.ticket(&s(&t, "refresh_token")).await).await;
+    ws.expect("ready", 5 * S).await;
+    let first = ws.expect("tokens", 6 * S).await;
+    ws.send_json(json!({"type": "ack", "id": first["id"]}))
+        .await;
+    let rt = s(&first, "refresh_token");
+
+    redis.stop().await;
+    let down = Instant::now();
+    let mut saw_503 = 0;
+    while down.elapsed() < 5 * S {
+        let started = Instant::now();
+        let r = a
+            .client
+            .post(a.url("/auth/refresh"))
+            .json(&json!({"refresh_token": rt}))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() < 3 * S,
+            "answers quickly while Redis is down"
+        );
+        let st = r.status().as_u16();
+        assert_ne!(st, 400, "an outage must never look like invalid_grant");
+        if st == 503 {
+            assert!(r.headers().get("retry-after").is_some());
+            assert_eq!(status_json(r).await.1["error"], "temporarily_unavailable");
+            saw_503 += 1;
+        }
+        let (st, _) = b
+            .post_json(
+                "/auth/login",
+                json!({"username": "bob", "password": common::PASSWORD}),
+            )
+            .await;
+        assert!(st == 503 || st == 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(saw_503 > 0);
+    assert_eq!(
+        a.client
+            .get(a.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "no panic, still serving"
+    );
+    redis.restart().await;
+
+    // The channel stayed open and renewals resume; the session is intact.
+    let f = ws.expect("tokens", 10 * S).await;
+    let mut ok = false;
+    for _ in 0..20 {
+        let (st, _) = a.refresh(&s(&f, "refresh_token")).await;
+        if st == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(ok, "refresh works again after Redis is back");
+}
+
+#[tokio::test]
+async fn restarting_every_node_loses_no_session() {
+    let redis = Redis::start().await;
+    let (mut a, mut b) = cluster(&redis, &["--access-ttl", "60s"]).await;
+    let t = a.login_as("bob").await;
+    a.restart().await;
+    b.restart().await;
+    assert_eq!(b.get_auth("/api/me", &s(&t, "access_token")).await.0, 200);
+    let (st, body) = b.refresh(&s(&t, "refresh_token")).await;
+    assert_eq!(st, 200, "{body}");
+    let (st, _) = a.refresh(&s(&body, "refresh_token")).await;
+    assert_eq!(st, 200);
+}
