@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use futures::StreamExt;
 use rand::Rng;
 
 use crate::clock::{now_ms, Millis};
@@ -502,9 +503,15 @@ impl Service {
             roles,
         });
         let sessions = self.live_sessions(Some(user)).await?;
-        for s in &sessions {
-            self.renew(&s.sid, Reason::ClaimsChanged, now_ms()).await?;
-        }
+        let now = now_ms();
+        // Concurrently, so a user with thousands of sessions gets them all at once.
+        let sids: Vec<String> = sessions.iter().map(|s| s.sid.clone()).collect();
+        let results: Vec<ApiResult<()>> = futures::stream::iter(sids)
+            .map(|sid| async move { self.renew(&sid, Reason::ClaimsChanged, now).await })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        results.into_iter().collect::<ApiResult<Vec<()>>>()?;
         Ok(sessions.len())
     }
 

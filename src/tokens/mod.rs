@@ -43,9 +43,10 @@ pub struct Issued {
 }
 
 impl Issuer {
-    /// Access expiry for a token signed now.
+    /// Access expiry for a token signed now, in whole seconds as the `exp` claim carries it,
+    /// so a client can compute its renewal deadline exactly.
     pub fn access_exp_ms(&self, now: Millis) -> Millis {
-        now + self.access_ttl_ms
+        (now + self.access_ttl_ms) / 1000 * 1000
     }
 
     /// Signs generation `gen` of `session` for `who`, expiring at `exp_ms`.
