@@ -163,10 +163,14 @@ impl Server {
         }
         let svc = service.clone();
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(30));
+            let mut every = tokio::time::interval(Duration::from_secs(10));
             loop {
                 every.tick().await;
                 svc.prune();
+                // Hand memory freed after a connect storm (request buffers of thousands of
+                // upgrades) back to the OS, so idle channels cost what they hold.
+                // SAFETY: malloc_trim only releases free heap pages.
+                unsafe { libc::malloc_trim(0) };
             }
         });
         Ok(Server {

@@ -18,6 +18,9 @@ use crate::service::{Opened, Service};
 
 /// Largest frame or message a client may send.
 const MAX_FRAME: usize = 4096;
+/// Read chunk size. Frames up to MAX_FRAME still arrive whole (the buffer grows for them);
+/// idle connections, which is nearly all of them, hold only this much.
+const READ_BUFFER: usize = 1024;
 /// A write that cannot finish in this long means the reader is stuck: drop the connection.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -52,7 +55,7 @@ pub async fn ws(
     let opened = st.service.open_channel(&q.ticket, None, Kind::Ws).await?;
     let (svc, hb) = (st.service.clone(), st.config.heartbeat);
     Ok(upgrade
-        .read_buffer_size(MAX_FRAME)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_frame_size(MAX_FRAME)
         .max_message_size(MAX_FRAME)
@@ -117,12 +120,13 @@ async fn run(mut socket: WebSocket, svc: Arc<Service>, opened: Opened, heartbeat
                             "ack" => {
                                 if let Some((sid, gen)) = f.id.as_deref().and_then(parse_event_id) {
                                     if sid == reg.sid {
-                                        let _ = svc.confirm(sid, gen).await;
+                                        // Boxed: inlined, this future would make every idle connection's state larger.
+                                        let _ = Box::pin(svc.confirm(sid, gen)).await;
                                     }
                                 }
                                 None
                             }
-                            "renew" => (!svc.request_push(&reg.sid).await)
+                            "renew" => (!Box::pin(svc.request_push(&reg.sid)).await)
                                 .then(|| json!({"type": "error", "error": "rate_limited"}).to_string()),
                             "ping" => Some(json!({"type": "pong"}).to_string()),
                             _ => {
