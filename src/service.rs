@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use futures::StreamExt;
 use rand::Rng;
 
 use crate::clock::{now_ms, Millis};
@@ -492,7 +491,7 @@ impl Service {
     }
 
     /// Sets a user's roles and pushes `claims_changed` tokens to all their live sessions.
-    pub async fn set_roles(&self, user: &str, roles: Vec<String>) -> ApiResult<usize> {
+    pub async fn set_roles(self: &Arc<Self>, user: &str, roles: Vec<String>) -> ApiResult<usize> {
         if !self.users.exists(user) {
             return Err(ApiError::NotFound);
         }
@@ -505,13 +504,20 @@ impl Service {
         let sessions = self.live_sessions(Some(user)).await?;
         let now = now_ms();
         // Concurrently, so a user with thousands of sessions gets them all at once.
-        let sids: Vec<String> = sessions.iter().map(|s| s.sid.clone()).collect();
-        let results: Vec<ApiResult<()>> = futures::stream::iter(sids)
-            .map(|sid| async move { self.renew(&sid, Reason::ClaimsChanged, now).await })
-            .buffer_unordered(64)
-            .collect()
-            .await;
-        results.into_iter().collect::<ApiResult<Vec<()>>>()?;
+        // Spawned, so signing spreads over every core; at most 256 in flight.
+        let mut tasks = tokio::task::JoinSet::new();
+        for s in &sessions {
+            if tasks.len() >= 256 {
+                if let Some(r) = tasks.join_next().await {
+                    r.map_err(|e| ApiError::Internal(e.to_string()))??;
+                }
+            }
+            let (me, sid) = (self.clone(), s.sid.clone());
+            tasks.spawn(async move { me.renew(&sid, Reason::ClaimsChanged, now).await });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.map_err(|e| ApiError::Internal(e.to_string()))??;
+        }
         Ok(sessions.len())
     }
 

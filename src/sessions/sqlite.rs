@@ -1,19 +1,39 @@
-//! SQLite store (the default): one file in the data dir, WAL mode, one connection.
-//! Every call runs on the blocking pool, so a slow disk never stalls the async workers.
+//! SQLite store (the default): one file in the data dir, WAL mode. One process owns the file,
+//! so an in-memory copy of the sessions is authoritative for reads and compare-and-set, and a
+//! writer thread commits queued writes in batches (group commit). Every caller still waits for
+//! its write to be committed before it answers: nothing is acknowledged that a crash could lose.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use dashmap::DashMap;
 use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::{mpsc, oneshot};
 
 use super::local::Ephemeral;
 use super::{Session, Store, StoreError, StoreResult, TicketGrant};
 use crate::clock::Millis;
 
-/// Sessions and role overrides in SQLite; tickets and failure counters in memory.
+/// Writes committed in one transaction at most.
+const BATCH: usize = 1024;
+
+struct Write {
+    sid: String,
+    user: String,
+    version: i64,
+    revoked_at: Option<Millis>,
+    data: String,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Sessions (cached in memory, durable in SQLite), role overrides in SQLite, tickets and
+/// failure counters in memory.
 pub struct SqliteStore {
+    /// Every unrevoked session, plus revoked ones looked up since start.
+    cache: DashMap<String, Session>,
+    writes: mpsc::UnboundedSender<Write>,
     // A std Mutex: held only inside blocking closures, never across an await.
     conn: Arc<Mutex<Connection>>,
     ephemeral: Ephemeral,
@@ -38,15 +58,66 @@ fn internal(e: impl std::fmt::Display) -> StoreError {
     StoreError::Internal(e.to_string())
 }
 
+fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+/// The writer thread: takes what is queued, commits it in one transaction, answers everyone.
+fn write_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Write>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let result = (|| -> rusqlite::Result<()> {
+            let tx = conn.transaction()?;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO sessions (sid, user, version, revoked_at, data) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(sid) DO UPDATE SET version = ?3, revoked_at = ?4, data = ?5",
+                )?;
+                for w in &batch {
+                    st.execute(params![w.sid, w.user, w.version, w.revoked_at, w.data])?;
+                }
+            }
+            tx.commit()
+        })()
+        .map_err(|e| e.to_string());
+        for w in batch {
+            let _ = w.done.send(result.clone());
+        }
+    }
+}
+
 impl SqliteStore {
-    /// Opens (creating) the database file, mode 0600.
+    /// Opens (creating) the database file, mode 0600, and loads every unrevoked session.
     pub fn open(path: &Path) -> rusqlite::Result<Self> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        let conn = open_conn(path)?;
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        let cache = DashMap::new();
+        {
+            let mut st = conn.prepare("SELECT data FROM sessions WHERE revoked_at IS NULL")?;
+            for data in st.query_map([], |r| r.get::<_, String>(0))? {
+                let s = decode(data?)?;
+                cache.insert(s.sid.clone(), s);
+            }
+        }
+        let (writes, rx) = mpsc::unbounded_channel();
+        let writer = open_conn(path)?;
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || write_loop(writer, rx))
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         Ok(SqliteStore {
+            cache,
+            writes,
             conn: Arc::new(Mutex::new(conn)),
             ephemeral: Ephemeral::default(),
         })
@@ -66,62 +137,90 @@ impl SqliteStore {
         .await
         .map_err(internal)?
     }
+
+    /// Queues `s` for the writer and waits until it is committed. On failure the cached copy
+    /// is dropped, so the next load reads what the file really holds.
+    async fn persist(&self, s: &Session) -> StoreResult<()> {
+        let (done, wait) = oneshot::channel();
+        let w = Write {
+            sid: s.sid.clone(),
+            user: s.user.clone(),
+            version: s.version as i64,
+            revoked_at: s.revoked.as_ref().map(|_| s.revoked_at),
+            data: serde_json::to_string(s).map_err(internal)?,
+            done,
+        };
+        let outcome = match self.writes.send(w) {
+            Ok(()) => wait
+                .await
+                .map_err(|_| "sqlite writer stopped".to_string())
+                .and_then(|r| r),
+            Err(_) => Err("sqlite writer stopped".to_string()),
+        };
+        outcome.map_err(|e| {
+            self.cache.remove(&s.sid);
+            StoreError::Internal(e)
+        })
+    }
 }
 
 fn decode(data: String) -> rusqlite::Result<Session> {
     serde_json::from_str(&data).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
 
-fn encode(s: &Session) -> StoreResult<String> {
-    serde_json::to_string(s).map_err(internal)
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert(&self, s: &Session) -> StoreResult<()> {
-        let (sid, user, version, data) =
-            (s.sid.clone(), s.user.clone(), s.version as i64, encode(s)?);
-        self.with(move |c| {
-            c.prepare_cached("INSERT INTO sessions (sid, user, version, revoked_at, data) VALUES (?1, ?2, ?3, NULL, ?4)")?
-                .execute(params![sid, user, version, data])
-                .map(|_| ())
-        })
-        .await
+        self.cache.insert(s.sid.clone(), s.clone());
+        self.persist(s).await
     }
 
     async fn load(&self, sid: &str) -> StoreResult<Option<Session>> {
-        let sid = sid.to_string();
-        self.with(move |c| {
-            c.prepare_cached("SELECT data FROM sessions WHERE sid = ?1")?
-                .query_row([sid], |r| r.get::<_, String>(0))
-                .optional()?
-                .map(decode)
-                .transpose()
-        })
-        .await
+        if let Some(s) = self.cache.get(sid) {
+            return Ok(Some(s.clone()));
+        }
+        // Revoked (or unknown) sessions are not preloaded: look once, then remember.
+        let key = sid.to_string();
+        let found = self
+            .with(move |c| {
+                c.prepare_cached("SELECT data FROM sessions WHERE sid = ?1")?
+                    .query_row([key], |r| r.get::<_, String>(0))
+                    .optional()?
+                    .map(decode)
+                    .transpose()
+            })
+            .await?;
+        Ok(found.map(|s| self.cache.entry(s.sid.clone()).or_insert(s).clone()))
     }
 
     async fn cas(&self, s: &Session, expected: u64) -> StoreResult<bool> {
-        let (sid, version, data) = (s.sid.clone(), s.version as i64, encode(s)?);
-        let revoked_at = s.revoked.as_ref().map(|_| s.revoked_at);
-        self.with(move |c| {
-            c.prepare_cached("UPDATE sessions SET version = ?1, revoked_at = ?2, data = ?3 WHERE sid = ?4 AND version = ?5")?
-                .execute(params![version, revoked_at, data, sid, expected as i64])
-                .map(|n| n == 1)
-        })
-        .await
+        if self.cache.get(&s.sid).is_none() && self.load(&s.sid).await?.is_none() {
+            return Ok(false);
+        }
+        {
+            // The entry lock makes check-and-replace atomic among concurrent callers.
+            let Some(mut cur) = self.cache.get_mut(&s.sid) else {
+                return Ok(false);
+            };
+            if cur.version != expected {
+                return Ok(false);
+            }
+            *cur = s.clone();
+        }
+        // The writer commits in queue order, so the file ends at the newest version.
+        self.persist(s).await?;
+        Ok(true)
     }
 
     async fn unrevoked(&self, user: Option<&str>) -> StoreResult<Vec<Session>> {
-        let user = user.map(str::to_string);
-        self.with(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT data FROM sessions WHERE revoked_at IS NULL AND (?1 IS NULL OR user = ?1) ORDER BY rowid",
-            )?;
-            let rows = st.query_map([user], |r| r.get::<_, String>(0))?;
-            rows.map(|r| r.and_then(decode)).collect()
-        })
-        .await
+        let mut out: Vec<Session> = self
+            .cache
+            .iter()
+            .filter(|s| s.revoked.is_none() && user.is_none_or(|u| s.user == u))
+            .map(|s| s.clone())
+            .collect();
+        out.sort_by_key(|s| s.created_at);
+        Ok(out)
     }
 
     async fn revoked_since(&self, since: Millis) -> StoreResult<Vec<String>> {

@@ -23,6 +23,8 @@ pub struct SigningKey {
     pub decoding: DecodingKey,
     /// The public JWK, or `None` for a symmetric key (never published).
     pub jwk: Option<serde_json::Value>,
+    /// The parsed Ed25519 key, kept so signing does not re-parse PKCS#8 every time.
+    pub ed25519: Option<ed25519_dalek::SigningKey>,
 }
 
 /// Why key material could not be loaded.
@@ -87,9 +89,8 @@ pub fn ed25519(seed: &[u8]) -> Result<SigningKey, KeyError> {
     let seed: [u8; 32] = seed
         .try_into()
         .map_err(|_| KeyError::Invalid("Ed25519 key file must hold 32 bytes".into()))?;
-    let public = ed25519_dalek::SigningKey::from_bytes(&seed)
-        .verifying_key()
-        .to_bytes();
+    let parsed = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let public = parsed.verifying_key().to_bytes();
     let x = B64.encode(public);
     // RFC 7638: members in lexicographic order, no whitespace.
     let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
@@ -104,6 +105,7 @@ pub fn ed25519(seed: &[u8]) -> Result<SigningKey, KeyError> {
         kid,
         encoding: EncodingKey::from_ed_der(&der),
         decoding: DecodingKey::from_ed_der(&public),
+        ed25519: Some(parsed),
     })
 }
 
@@ -121,6 +123,7 @@ pub fn hs256(secret: &[u8]) -> Result<SigningKey, KeyError> {
         encoding: EncodingKey::from_secret(secret),
         decoding: DecodingKey::from_secret(secret),
         jwk: None,
+        ed25519: None,
     })
 }
 
