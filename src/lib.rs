@@ -35,7 +35,7 @@ use config::{Config, Signing};
 use hub::bus::Bus;
 use hub::scheduler::Scheduler;
 use hub::{Hub, Limits};
-use service::{Service, Timing};
+use service::{Parts, Service, Timing};
 use sessions::{Policy, Sessions};
 use tokens::{keys, AccessTokens, Issuer, RefreshTokens};
 
@@ -131,16 +131,16 @@ impl Server {
         };
         let (due_tx, mut due_rx) = mpsc::unbounded_channel();
         let scheduler = Scheduler::spawn(due_tx);
-        let service = Arc::new(Service::new(
-            Sessions::new(store, policy),
+        let service = Arc::new(Service::new(Parts {
+            sessions: Sessions::new(store, policy),
             issuer,
             users,
-            Arc::new(Hub::new(limits)),
-            Arc::new(metrics::Metrics::default()),
+            hub: Arc::new(Hub::new(limits)),
+            metrics: Arc::new(metrics::Metrics::default()),
             timing,
             bus,
             scheduler,
-        ));
+        }));
         service
             .load()
             .await

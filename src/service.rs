@@ -55,27 +55,30 @@ pub struct Opened {
     pub held_exp_ms: Millis,
 }
 
+/// What a [`Service`] is built from.
+pub struct Parts {
+    pub sessions: Sessions,
+    pub issuer: Issuer,
+    pub users: Directory,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    pub timing: Timing,
+    pub bus: Bus,
+    pub scheduler: Scheduler,
+}
+
 impl Service {
-    /// Builds the service; call [`Service::start`] to load state and start background work.
-    pub fn new(
-        sessions: Sessions,
-        issuer: Issuer,
-        users: Directory,
-        hub: Arc<Hub>,
-        metrics: Arc<Metrics>,
-        timing: Timing,
-        bus: Bus,
-        scheduler: Scheduler,
-    ) -> Self {
+    /// Builds the service; call [`Service::load`] before serving.
+    pub fn new(p: Parts) -> Self {
         Service {
-            sessions,
-            issuer,
-            users,
-            hub,
-            metrics,
-            timing,
-            bus,
-            scheduler,
+            sessions: p.sessions,
+            issuer: p.issuer,
+            users: p.users,
+            hub: p.hub,
+            metrics: p.metrics,
+            timing: p.timing,
+            bus: p.bus,
+            scheduler: p.scheduler,
             revocations: DashMap::new(),
             push_requests: DashMap::new(),
         }

@@ -156,7 +156,8 @@ mod tests {
     fn rotation_rule_table() {
         use Outcome::*;
         // (c, f, ms since f confirmed, presented g, use) -> (outcome, c after, f after)
-        let table: &[(u64, u64, Millis, u64, Use, Outcome, u64, u64)] = &[
+        type Row = (u64, u64, Millis, u64, Use, Outcome, u64, u64);
+        let table: &[Row] = &[
             (0, 0, 0, 0, Use::Refresh, Issue(1), 1, 0), // first refresh after login
             (1, 0, 0, 0, Use::Refresh, Issue(1), 1, 0), // concurrent duplicate converges
             (1, 0, 999_999, 0, Use::Refresh, Issue(1), 1, 0), // unconfirmed successor: predecessor still works (I2)

@@ -27,6 +27,9 @@ struct Args {
     /// Server binary to start.
     #[arg(long, default_value = "target/release/tokenpush")]
     server_bin: String,
+    /// Extra server flag (repeatable), e.g. `--server-arg=--signing --server-arg=hs256`.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -65,6 +68,9 @@ enum Mode {
     Smoke,
 }
 
+/// `--server-arg`s, appended to every server start.
+static SERVER_ARGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
 /// A server process with bench settings.
 struct Server {
     child: Child,
@@ -74,6 +80,11 @@ struct Server {
 
 impl Server {
     fn start(bin: &str, extra: &[&str]) -> Server {
+        let extra: Vec<String> = extra
+            .iter()
+            .map(|s| s.to_string())
+            .chain(SERVER_ARGS.get().cloned().unwrap_or_default())
+            .collect();
         let dir = tempfile::tempdir().expect("temp dir");
         // A deliberately cheap argon2 hash: the benchmarks measure tokens, not password hashing.
         let params = argon2::Params::new(8, 1, 1, None).expect("argon2 params");
@@ -102,7 +113,7 @@ impl Server {
                 "--renew-jitter",
                 "0s",
             ])
-            .args(extra)
+            .args(&extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -385,6 +396,7 @@ async fn burst(bin: &str, n: usize) -> bool {
     let (handles, stop, _) = open_channels(server.addr, tks, n / 2, 512, counters.clone()).await;
     let admin = login_many(server.addr, "admin", 1).await.remove(0);
     let mut http = Http::open(server.addr, 0).await.expect("connect");
+    println!("firing: all {n} channels ready, changing roles now");
     let t0 = tokenpush::clock::now_ms();
     let started = Instant::now();
     let (st, body) = http
@@ -485,6 +497,7 @@ async fn pull(bin: &str, clients: usize, duration: Duration) -> bool {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    let _ = SERVER_ARGS.set(args.server_args.clone());
     let bin = args.server_bin.as_str();
     let ok = match args.mode {
         Mode::Channels {
