@@ -105,7 +105,8 @@ impl Server {
             Some(path) => users::Directory::load(path)?,
             None => users::Directory::demo(&config.data_dir)?,
         };
-        let (store, redis) = sessions::open(&config.store, &config.data_dir).await?;
+        let (store, redis) =
+            sessions::open(&config.store, &config.data_dir, config.refresh_max_ttl).await?;
         let policy = Policy {
             grace_ms: millis(config.grace),
             idle_ms: millis(config.refresh_idle_ttl),
@@ -166,7 +167,7 @@ impl Server {
             let mut every = tokio::time::interval(Duration::from_secs(10));
             loop {
                 every.tick().await;
-                svc.prune();
+                svc.prune().await;
                 // Hand memory freed after a connect storm (request buffers of thousands of
                 // upgrades) back to the OS, so idle channels cost what they hold.
                 // SAFETY: malloc_trim only releases free heap pages.

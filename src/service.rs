@@ -99,8 +99,17 @@ impl Service {
         Ok(())
     }
 
-    /// Prunes revocations that outlived every access token, and old rate-limit entries.
-    pub fn prune(&self) {
+    /// Prunes revocations that outlived every access token, old rate-limit entries, and
+    /// ended sessions held in the store's memory.
+    pub async fn prune(&self) {
+        if let Err(e) = self
+            .sessions
+            .store
+            .forget_ended(now_ms(), &self.sessions.policy)
+            .await
+        {
+            tracing::warn!(error = %e, "pruning ended sessions failed");
+        }
         let cutoff = now_ms() - self.issuer.access_ttl_ms - 60_000;
         self.revocations.retain(|_, at| *at > cutoff);
         self.push_requests

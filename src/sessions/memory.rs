@@ -78,6 +78,20 @@ impl Store for MemoryStore {
         Ok(self.ephemeral.failures(key))
     }
 
+    async fn forget_ended(
+        &self,
+        now: Millis,
+        policy: &crate::sessions::Policy,
+    ) -> StoreResult<usize> {
+        let before = self.sessions.len();
+        // Keep revoked sessions for an access lifetime's worth of replays; the revocation
+        // itself is remembered by the service.
+        self.sessions.retain(|_, s| {
+            s.is_live(now, policy) || (s.revoked.is_some() && now - s.revoked_at < policy.max_ms)
+        });
+        Ok(before - self.sessions.len())
+    }
+
     async fn roles(&self, user: &str) -> StoreResult<Option<Vec<String>>> {
         Ok(self.roles.get(user).map(|r| r.clone()))
     }

@@ -117,15 +117,21 @@ pub trait Store: Send + Sync + 'static {
     async fn roles(&self, user: &str) -> StoreResult<Option<Vec<String>>>;
     /// Records roles set by an admin.
     async fn set_roles(&self, user: &str, roles: &[String]) -> StoreResult<()>;
+    /// Drops what can never be used again (revoked or expired sessions) from memory, and old
+    /// revoked rows from disk. Returns how many sessions were dropped from memory.
+    async fn forget_ended(&self, _now: Millis, _policy: &Policy) -> StoreResult<usize> {
+        Ok(0)
+    }
 }
 
 /// A Redis client and connection, for the cluster bus, when the store is Redis.
 pub type RedisHandles = Option<(::redis::Client, ::redis::aio::ConnectionManager)>;
 
-/// Opens the store named by `--store`.
+/// Opens the store named by `--store`; `max_ttl` is the absolute session lifetime.
 pub async fn open(
     spec: &str,
     data_dir: &std::path::Path,
+    max_ttl: Duration,
 ) -> Result<(Arc<dyn Store>, RedisHandles), String> {
     match spec {
         "memory" => Ok((Arc::new(memory::MemoryStore::default()), None)),
@@ -135,7 +141,7 @@ pub async fn open(
             Ok((Arc::new(s), None))
         }
         s if s.starts_with("redis://") || s.starts_with("rediss://") => {
-            let s = redis::RedisStore::open(s)
+            let s = redis::RedisStore::open(s, max_ttl)
                 .await
                 .map_err(|e| format!("redis: {e}"))?;
             let handles = Some((

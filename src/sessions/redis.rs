@@ -26,6 +26,8 @@ return 1
 /// A handle over a self-reconnecting Redis connection.
 pub struct RedisStore {
     conn: ConnectionManager,
+    /// Session keys expire this long after login (absolute lifetime plus a day for replays).
+    session_ttl_secs: u64,
     cas: redis::Script,
     /// For the cluster bus, which needs its own pub/sub connection.
     pub client: redis::Client,
@@ -56,12 +58,15 @@ fn key(sid: &str) -> String {
 }
 
 impl RedisStore {
-    /// Connects (Redis must be up at start).
-    pub async fn open(url: &str) -> redis::RedisResult<Self> {
+    /// Connects (Redis must be up at start). Sessions expire from Redis a day after their
+    /// absolute lifetime `max_ttl` ends, so ended sessions do not pile up.
+    pub async fn open(url: &str, max_ttl: Duration) -> redis::RedisResult<Self> {
         let client = redis::Client::open(url)?;
         let conn = manager(&client).await?;
+        let session_ttl_secs = max_ttl.as_secs() + 86_400;
         Ok(RedisStore {
             conn,
+            session_ttl_secs,
             cas: redis::Script::new(CAS),
             client,
         })
@@ -85,6 +90,7 @@ impl Store for RedisStore {
         redis::pipe()
             .atomic()
             .hset_multiple(key(&s.sid), &[("v", s.version.to_string()), ("d", data)])
+            .expire(key(&s.sid), self.session_ttl_secs as i64)
             .sadd("tp:live", &s.sid)
             .exec_async(&mut self.conn())
             .await
@@ -127,12 +133,18 @@ impl Store for RedisStore {
             }
             let datas: Vec<Option<String>> =
                 pipe.query_async(&mut self.conn()).await.map_err(err)?;
-            for s in datas.into_iter().map(decode) {
-                if let Some(s) = s? {
-                    if s.revoked.is_none() && user.is_none_or(|u| s.user == u) {
-                        out.push(s);
+            let mut gone = vec![];
+            for (sid, s) in chunk.iter().zip(datas.into_iter().map(decode)) {
+                match s? {
+                    Some(s) if s.revoked.is_none() && user.is_none_or(|u| s.user == u) => {
+                        out.push(s)
                     }
+                    Some(_) => {}
+                    None => gone.push(sid.clone()), // expired from Redis
                 }
+            }
+            if !gone.is_empty() {
+                let _: () = self.conn().srem("tp:live", gone).await.map_err(err)?;
             }
         }
         Ok(out)

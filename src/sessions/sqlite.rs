@@ -254,6 +254,24 @@ impl Store for SqliteStore {
         Ok(self.ephemeral.failures(key))
     }
 
+    async fn forget_ended(
+        &self,
+        now: Millis,
+        policy: &crate::sessions::Policy,
+    ) -> StoreResult<usize> {
+        let before = self.cache.len();
+        // The file still has them: a later replay of an ended session loads it again.
+        self.cache.retain(|_, s| s.is_live(now, policy));
+        let cutoff = now - policy.max_ms;
+        self.with(move |c| {
+            c.prepare_cached("DELETE FROM sessions WHERE revoked_at < ?1")?
+                .execute([cutoff])
+                .map(|_| ())
+        })
+        .await?;
+        Ok(before - self.cache.len())
+    }
+
     async fn roles(&self, user: &str) -> StoreResult<Option<Vec<String>>> {
         let user = user.to_string();
         let json = self
@@ -312,6 +330,36 @@ mod tests {
         assert_eq!(
             store.roles("u").await.unwrap(),
             Some(vec!["admin".to_string()])
+        );
+    }
+
+    #[tokio::test]
+    async fn ended_sessions_leave_memory_but_stay_loadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let mut s = Session::new(
+            "s".into(),
+            "u".into(),
+            "d".into(),
+            "ip".into(),
+            "n".into(),
+            1000,
+            2000,
+        );
+        store.insert(&s).await.unwrap();
+        s.revoke("logout", 5000);
+        assert!(store.cas(&s, 0).await.unwrap());
+        let policy = crate::sessions::Policy {
+            grace_ms: 1,
+            idle_ms: 1 << 40,
+            max_ms: 1 << 40,
+        };
+        assert_eq!(store.forget_ended(6000, &policy).await.unwrap(), 1);
+        let again = store.load("s").await.unwrap().unwrap();
+        assert_eq!(
+            again.revoked.as_deref(),
+            Some("logout"),
+            "a replay still finds the revoked session"
         );
     }
 }
