@@ -79,27 +79,7 @@ async fn fifty_concurrent_refreshes_get_one_successor() {
     let app = TestApp::spawn(&[]).await;
     let t = app.login_as("bob").await;
     let rt = t["refresh_token"].as_str().unwrap().to_string();
-    let mut tasks = vec![];
-    for _ in 0..50 {
-        let (client, url, rt) = (app.client.clone(), app.url("/auth/refresh"), rt.clone());
-        tasks.push(tokio::spawn(async move {
-            status_json(
-                client
-                    .post(url)
-                    .json(&json!({"refresh_token": rt}))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await
-        }));
-    }
-    let mut successors = std::collections::HashSet::new();
-    for t in tasks {
-        let (st, body) = t.await.unwrap();
-        assert_eq!(st, 200, "{body}");
-        successors.insert(body["refresh_token"].as_str().unwrap().to_string());
-    }
+    let successors = common::concurrent_refreshes(&[&app], &rt, 50).await;
     assert_eq!(successors.len(), 1, "all callers get the same successor");
     let next = successors.into_iter().next().unwrap();
     assert_ne!(next, rt);

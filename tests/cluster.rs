@@ -63,28 +63,7 @@ async fn forty_refreshes_over_two_nodes_converge() {
     let (a, b) = cluster(&redis, &[]).await;
     let t = a.login_as("bob").await;
     let rt = s(&t, "refresh_token");
-    let mut tasks = vec![];
-    for i in 0..40 {
-        let node = if i % 2 == 0 { &a } else { &b };
-        let (client, url, rt) = (node.client.clone(), node.url("/auth/refresh"), rt.clone());
-        tasks.push(tokio::spawn(async move {
-            status_json(
-                client
-                    .post(url)
-                    .json(&json!({"refresh_token": rt}))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await
-        }));
-    }
-    let mut successors = std::collections::HashSet::new();
-    for t in tasks {
-        let (st, body) = t.await.unwrap();
-        assert_eq!(st, 200, "{body}");
-        successors.insert(s(&body, "refresh_token"));
-    }
+    let successors = common::concurrent_refreshes(&[&a, &b], &rt, 40).await;
     assert_eq!(successors.len(), 1);
     assert!(successors.iter().next().unwrap().contains(".1."));
 }

@@ -1,12 +1,10 @@
 //! In-memory store: for unit tests and `--store memory`; nothing survives a restart.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use dashmap::DashMap;
 
 use super::local::Ephemeral;
-use super::{Session, Store, StoreResult, TicketGrant};
+use super::{Session, Store, StoreResult};
 use crate::clock::Millis;
 
 /// Sessions and role overrides in maps.
@@ -56,26 +54,8 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn put_ticket(
-        &self,
-        ticket: &str,
-        grant: &TicketGrant,
-        ttl: Duration,
-    ) -> StoreResult<()> {
-        self.ephemeral.put_ticket(ticket, grant, ttl);
-        Ok(())
-    }
-
-    async fn take_ticket(&self, ticket: &str) -> StoreResult<Option<TicketGrant>> {
-        Ok(self.ephemeral.take_ticket(ticket))
-    }
-
-    async fn add_login_failure(&self, key: &str, window: Duration) -> StoreResult<(u32, u64)> {
-        Ok(self.ephemeral.add_failure(key, window))
-    }
-
-    async fn login_failures(&self, key: &str) -> StoreResult<(u32, u64)> {
-        Ok(self.ephemeral.failures(key))
+    fn local(&self) -> Option<&Ephemeral> {
+        Some(&self.ephemeral)
     }
 
     async fn forget_ended(
@@ -105,8 +85,9 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sessions::{Outcome, Policy, Sessions, Use};
+    use crate::sessions::{Outcome, Policy, Sessions, TicketGrant, Use};
     use std::sync::Arc;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn concurrent_refreshes_converge_on_one_successor() {

@@ -1,7 +1,7 @@
 //! Session records, the store trait with its backends, and the compare-and-set loop that
 //! applies the rotation rule atomically whatever the backend.
 
-mod local;
+pub mod local;
 pub mod memory;
 pub mod redis;
 pub mod rotation;
@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Millis;
+pub use local::Ephemeral;
 pub use rotation::{Outcome, Policy, Use};
 
 /// One login: what DESIGN.md's session record holds. Refresh tokens are derived from it.
@@ -104,15 +105,36 @@ pub trait Store: Send + Sync + 'static {
     async fn unrevoked(&self, user: Option<&str>) -> StoreResult<Vec<Session>>;
     /// Ids of sessions revoked at or after `since`, to reject their access tokens after a restart.
     async fn revoked_since(&self, since: Millis) -> StoreResult<Vec<String>>;
+    /// In-process tickets and failure counters, for stores of a single node (whose loss on
+    /// restart costs a client one retry at most). Stores shared by nodes return `None` and
+    /// override the four methods below.
+    fn local(&self) -> Option<&Ephemeral> {
+        None
+    }
     /// Stores a single-use ticket.
-    async fn put_ticket(&self, ticket: &str, grant: &TicketGrant, ttl: Duration)
-        -> StoreResult<()>;
+    async fn put_ticket(
+        &self,
+        ticket: &str,
+        grant: &TicketGrant,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        self.local()
+            .ok_or_else(no_local)?
+            .put_ticket(ticket, grant, ttl);
+        Ok(())
+    }
     /// Takes a ticket: exactly one caller ever gets `Some`.
-    async fn take_ticket(&self, ticket: &str) -> StoreResult<Option<TicketGrant>>;
+    async fn take_ticket(&self, ticket: &str) -> StoreResult<Option<TicketGrant>> {
+        Ok(self.local().ok_or_else(no_local)?.take_ticket(ticket))
+    }
     /// Counts a failed login for `key`; returns failures in the current window and its seconds left.
-    async fn add_login_failure(&self, key: &str, window: Duration) -> StoreResult<(u32, u64)>;
+    async fn add_login_failure(&self, key: &str, window: Duration) -> StoreResult<(u32, u64)> {
+        Ok(self.local().ok_or_else(no_local)?.add_failure(key, window))
+    }
     /// Failures so far in the window for `key`, and its seconds left.
-    async fn login_failures(&self, key: &str) -> StoreResult<(u32, u64)>;
+    async fn login_failures(&self, key: &str) -> StoreResult<(u32, u64)> {
+        Ok(self.local().ok_or_else(no_local)?.failures(key))
+    }
     /// Roles set by an admin, overriding the users file.
     async fn roles(&self, user: &str) -> StoreResult<Option<Vec<String>>>;
     /// Records roles set by an admin.
@@ -126,6 +148,12 @@ pub trait Store: Send + Sync + 'static {
 
 /// A Redis client and connection, for the cluster bus, when the store is Redis.
 pub type RedisHandles = Option<(::redis::Client, ::redis::aio::ConnectionManager)>;
+
+fn no_local() -> StoreError {
+    StoreError::Internal(
+        "this store keeps tickets and counters itself but did not implement them".into(),
+    )
+}
 
 /// Opens the store named by `--store`; `max_ttl` is the absolute session lifetime.
 pub async fn open(

@@ -13,7 +13,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use super::local::Ephemeral;
-use super::{Session, Store, StoreError, StoreResult, TicketGrant};
+use super::{Session, Store, StoreError, StoreResult};
 use crate::clock::Millis;
 
 /// Writes committed in one transaction at most.
@@ -232,26 +232,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn put_ticket(
-        &self,
-        ticket: &str,
-        grant: &TicketGrant,
-        ttl: Duration,
-    ) -> StoreResult<()> {
-        self.ephemeral.put_ticket(ticket, grant, ttl);
-        Ok(())
-    }
-
-    async fn take_ticket(&self, ticket: &str) -> StoreResult<Option<TicketGrant>> {
-        Ok(self.ephemeral.take_ticket(ticket))
-    }
-
-    async fn add_login_failure(&self, key: &str, window: Duration) -> StoreResult<(u32, u64)> {
-        Ok(self.ephemeral.add_failure(key, window))
-    }
-
-    async fn login_failures(&self, key: &str) -> StoreResult<(u32, u64)> {
-        Ok(self.ephemeral.failures(key))
+    fn local(&self) -> Option<&Ephemeral> {
+        Some(&self.ephemeral)
     }
 
     async fn forget_ended(

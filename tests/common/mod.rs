@@ -247,6 +247,32 @@ pub async fn status_json(r: reqwest::Response) -> (u16, Value) {
     (st, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// Sends `n` refreshes of one token at once, spread round-robin over `nodes`; asserts each
+/// got 200 and returns the distinct successor refresh tokens.
+pub async fn concurrent_refreshes(
+    nodes: &[&TestApp],
+    refresh_token: &str,
+    n: usize,
+) -> std::collections::HashSet<String> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let node = nodes[i % nodes.len()];
+            let req = node
+                .client
+                .post(node.url("/auth/refresh"))
+                .json(&json!({"refresh_token": refresh_token}));
+            tokio::spawn(async move { status_json(req.send().await.unwrap()).await })
+        })
+        .collect();
+    let mut successors = std::collections::HashSet::new();
+    for t in tasks {
+        let (st, body) = t.await.unwrap();
+        assert_eq!(st, 200, "{body}");
+        successors.insert(body["refresh_token"].as_str().unwrap().to_string());
+    }
+    successors
+}
+
 /// Decodes a JWT's claims without checking anything.
 pub fn claims(jwt: &str) -> Value {
     use base64::Engine;
