@@ -194,11 +194,13 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let heartbeat = self.config.heartbeat;
         let state = http::AppState {
             config: self.config,
             service: self.service.clone(),
         };
-        let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let app = http::router(state).into_make_service_with_connect_info::<http::direct::Peer>();
+        let listener = http::direct::split(self.listener, self.service.clone(), heartbeat)?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let svc = self.service.clone();
         let signal = async move {
@@ -210,18 +212,28 @@ impl Server {
             );
             let _ = stop_tx.send(true);
         };
-        let serve = axum::serve(self.listener, app).with_graceful_shutdown(signal);
+        let serve = axum::serve(listener, app).with_graceful_shutdown(signal);
         let mut stop = stop_rx;
         let deadline = async move {
             let _ = stop.wait_for(|s| *s).await;
             tokio::time::sleep(DRAIN).await;
         };
-        tokio::select! {
+        let drain_until = tokio::time::Instant::now() + DRAIN;
+        let result = tokio::select! {
             r = serve => r,
             _ = deadline => {
                 tracing::warn!("drain timed out; closing remaining connections");
                 Ok(())
             }
+        };
+        // Channels served outside hyper (direct SSE) are not in axum's drain: let them write
+        // their `reconnect` and close too.
+        let hub = &self.service.hub;
+        while hub.live(hub::Kind::Sse) + hub.live(hub::Kind::Ws) > 0
+            && tokio::time::Instant::now() < drain_until
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        result
     }
 }

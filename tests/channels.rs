@@ -446,3 +446,81 @@ async fn two_thousand_channels_all_renewed_in_one_lead_window() {
         "delivery margin stayed positive: {min_margin} ms"
     );
 }
+
+/// Reads from a raw socket until `needle` shows up (or 5 s pass); returns everything read.
+async fn read_until(sock: &mut tokio::net::TcpStream, needle: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let end = Instant::now() + 5 * S;
+    while !String::from_utf8_lossy(&got).contains(needle) && Instant::now() < end {
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout(end - Instant::now(), sock.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&got).to_string()
+}
+
+#[tokio::test]
+async fn sse_is_the_same_on_fresh_and_reused_connections() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn(&[]).await;
+    let t = app.login_as("bob").await;
+    let rt = s(&t, "refresh_token");
+    // Reused keep-alive connection: a POST first, then /events on the same socket (served by axum).
+    let mut reused = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    let body = json!({"refresh_token": rt}).to_string();
+    let post = format!("POST /auth/ticket HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+    reused.write_all(post.as_bytes()).await.unwrap();
+    let resp = read_until(&mut reused, "expires_in").await;
+    let ticket: Value =
+        serde_json::from_str(&resp[resp.find('{').unwrap()..resp.rfind('}').unwrap() + 1]).unwrap();
+    let get = format!(
+        "GET /events?ticket={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        s(&ticket, "ticket")
+    );
+    reused.write_all(get.as_bytes()).await.unwrap();
+    let via_hyper = read_until(&mut reused, "event: tokens").await;
+    // A fresh connection (served directly on the socket).
+    let mut fresh = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    let get = format!(
+        "GET /events?ticket={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        app.ticket(&rt).await
+    );
+    fresh.write_all(get.as_bytes()).await.unwrap();
+    let direct = read_until(&mut fresh, "event: tokens").await;
+    for (name, text) in [("reused", &via_hyper), ("fresh", &direct)] {
+        let lower = text.to_ascii_lowercase();
+        assert!(
+            lower.contains("200 ok") && lower.contains("content-type: text/event-stream"),
+            "{name}: {text}"
+        );
+        assert!(
+            lower.contains("cache-control: no-store") && lower.contains("x-accel-buffering: no"),
+            "{name}"
+        );
+        assert!(
+            text.contains("event: ready")
+                && text.contains("event: tokens")
+                && text.contains("\nid: "),
+            "{name}: {text}"
+        );
+    }
+    // A refused ticket on a fresh connection gets the same JSON error as through axum.
+    let mut bad = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    bad.write_all(b"GET /events?ticket=nope HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let refused = read_until(&mut bad, "}").await;
+    assert!(
+        refused.starts_with("HTTP/1.1 401") && refused.contains(r#""error":"invalid_ticket""#),
+        "{refused}"
+    );
+}

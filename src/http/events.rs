@@ -1,66 +1,71 @@
 //! `GET /events`: the SSE channel. `ready`, then `tokens` pushes, `revoked` or `reconnect`
-//! (then the stream ends), and a `: ping` comment every heartbeat.
+//! (then the stream ends), and a `: ping` comment every heartbeat. The frames come from one
+//! stream, served either through axum or straight onto the socket ([`super::direct`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
-use futures::Stream;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
 use crate::error::ApiResult;
-use crate::hub::{Event, Kind, Registration};
-use crate::service::Service;
+use crate::hub::{Event, Kind};
+use crate::service::{Opened, Service};
 
+/// Query of `GET /events`.
 #[derive(Deserialize)]
 pub struct EventsQuery {
     #[serde(default)]
-    ticket: String,
-    last_event_id: Option<String>,
+    pub ticket: String,
+    pub last_event_id: Option<String>,
 }
 
-/// Opens an SSE channel with a single-use ticket.
+/// Response headers of an SSE channel, whichever way it is served.
+pub const HEADERS: [(&str, &str); 3] = [
+    ("content-type", "text/event-stream"),
+    ("cache-control", "no-store"),
+    ("x-accel-buffering", "no"),
+];
+
+/// Opens an SSE channel with a single-use ticket (the path for connections hyper already holds).
 pub async fn events(
     State(st): State<AppState>,
     Query(q): Query<EventsQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let header_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
-    let last_id = header_id.or(q.last_event_id.as_deref());
     let opened = st
         .service
-        .open_channel(&q.ticket, last_id, Kind::Sse)
+        .open_channel(
+            &q.ticket,
+            header_id.or(q.last_event_id.as_deref()),
+            Kind::Sse,
+        )
         .await?;
-    let ready = json!({
-        "session_id": opened.session.sid,
-        "connection_id": opened.reg.id.to_string(),
-        "heartbeat_secs": st.config.heartbeat.as_secs(),
-    });
-    let stream = channel_stream(
-        st.service.clone(),
-        opened.reg,
-        ready.to_string(),
-        opened.held_exp_ms,
+    let body = Body::from_stream(
+        frames(st.service.clone(), opened, st.config.heartbeat).map(Ok::<_, Infallible>),
     );
-    let mut resp = Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(st.config.heartbeat).text("ping"))
-        .into_response();
-    let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::OK;
+    for (k, v) in HEADERS {
+        resp.headers_mut().insert(k, HeaderValue::from_static(v));
+    }
+    debug_assert!(resp.headers().contains_key(header::CONTENT_TYPE));
     Ok(resp)
 }
 
 struct ChannelState {
     svc: Arc<Service>,
-    reg: Registration,
+    opened: Opened,
     ready: Option<String>,
-    held_exp_ms: i64,
+    heartbeat: Duration,
     done: bool,
 }
 
@@ -71,18 +76,37 @@ impl Drop for ChannelState {
     }
 }
 
-/// Turns the channel's outbox into SSE events; ends after `revoked` or `reconnect`.
-fn channel_stream(
-    svc: Arc<Service>,
-    reg: Registration,
-    ready: String,
-    held_exp_ms: i64,
-) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+/// One SSE frame: `event:`, optional `id:`, one `data:` line (our JSON never holds a newline).
+fn frame(event: &str, id: Option<&str>, data: &str) -> Bytes {
+    let mut s = String::with_capacity(event.len() + data.len() + 32);
+    s.push_str("event: ");
+    s.push_str(event);
+    s.push('\n');
+    if let Some(id) = id {
+        s.push_str("id: ");
+        s.push_str(id);
+        s.push('\n');
+    }
+    s.push_str("data: ");
+    s.push_str(data);
+    s.push_str("\n\n");
+    Bytes::from(s)
+}
+
+/// The channel's frames: `ready`, then its outbox, with a heartbeat comment whenever the
+/// channel has been quiet for `heartbeat`; ends after `revoked` or `reconnect`.
+pub fn frames(svc: Arc<Service>, opened: Opened, heartbeat: Duration) -> impl Stream<Item = Bytes> {
+    let ready = json!({
+        "session_id": opened.session.sid,
+        "connection_id": opened.reg.id.to_string(),
+        "heartbeat_secs": heartbeat.as_secs(),
+    })
+    .to_string();
     let state = ChannelState {
         svc,
-        reg,
+        opened,
         ready: Some(ready),
-        held_exp_ms,
+        heartbeat,
         done: false,
     };
     futures::stream::unfold(state, |mut st| async move {
@@ -90,36 +114,37 @@ fn channel_stream(
             return None;
         }
         if let Some(ready) = st.ready.take() {
-            return Some((Ok(SseEvent::default().event("ready").data(ready)), st));
+            return Some((frame("ready", None, &ready), st));
         }
+        let outbox = st.opened.reg.outbox.clone();
         let ev = loop {
-            if let Some(ev) = st.reg.outbox.pop() {
+            if let Some(ev) = outbox.pop() {
                 break ev;
             }
-            st.reg.outbox.ready().await;
+            tokio::select! {
+                _ = outbox.ready() => {}
+                _ = tokio::time::sleep(st.heartbeat) => return Some((Bytes::from_static(b": ping\n\n"), st)),
+            }
         };
         let out = match ev {
             Event::Tokens(t) => {
-                st.svc.metrics.written(t.deadline_ms, st.held_exp_ms);
-                st.held_exp_ms = t.access_exp_ms;
-                SseEvent::default()
-                    .event("tokens")
-                    .id(t.id.clone())
-                    .data(t.sse_data.clone())
+                st.svc.metrics.written(t.deadline_ms, st.opened.held_exp_ms);
+                st.opened.held_exp_ms = t.access_exp_ms;
+                frame("tokens", Some(&t.id), &t.sse_data)
             }
             Event::Revoked(reason) => {
                 st.done = true;
-                SseEvent::default()
-                    .event("revoked")
-                    .data(json!({"reason": &*reason}).to_string())
+                frame("revoked", None, &json!({"reason": &*reason}).to_string())
             }
             Event::Reconnect { retry_ms } => {
                 st.done = true;
-                SseEvent::default()
-                    .event("reconnect")
-                    .data(json!({"retry_ms": retry_ms}).to_string())
+                frame(
+                    "reconnect",
+                    None,
+                    &json!({"retry_ms": retry_ms}).to_string(),
+                )
             }
         };
-        Some((Ok(out), st))
+        Some((out, st))
     })
 }

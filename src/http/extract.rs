@@ -1,8 +1,6 @@
 //! Request extractors: JSON-or-form bodies with DESIGN.md errors, Bearer access tokens
 //! (`Authed`, `Admin`), and the client address.
 
-use std::net::SocketAddr;
-
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, StatusCode};
@@ -152,8 +150,8 @@ impl FromRequestParts<AppState> for ClientIp {
         }
         let peer = parts
             .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
+            .get::<ConnectInfo<super::direct::Peer>>()
+            .map(|c| c.0 .0.ip().to_string());
         Ok(ClientIp(peer.unwrap_or_else(|| "unknown".into())))
     }
 }

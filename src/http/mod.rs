@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod direct;
 pub mod events;
 pub mod extract;
 pub mod ops;
