@@ -1,0 +1,139 @@
+//! Credentials and refresh tokens: login, the rotation rule at `/auth/refresh` and
+//! `/auth/ticket`, and confirmation of a generation the client proved it holds.
+
+use super::*;
+
+impl Service {
+    /// Checks credentials (rate-limited per address and username) and opens a session.
+    pub async fn login(
+        self: &Arc<Self>,
+        username: &str,
+        password: &str,
+        device: &str,
+        ip: &str,
+    ) -> ApiResult<TokenResponse> {
+        let key = format!("{ip}|{username}");
+        let store = &self.sessions.store;
+        let (failures, retry) = store.login_failures(&key).await?;
+        if failures >= self.timing.login_failures {
+            self.metrics
+                .logins
+                .with_label_values(&["rate_limited"])
+                .inc();
+            return Err(ApiError::RateLimited {
+                retry_after_secs: retry.max(1),
+            });
+        }
+        let me = self.clone();
+        let (u, p) = (username.to_string(), password.to_string());
+        let who = tokio::task::spawn_blocking(move || me.users.check_password(&u, &p))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let Some(who) = who else {
+            store
+                .add_login_failure(&key, Duration::from_secs(60))
+                .await?;
+            self.metrics.logins.with_label_values(&["failed"]).inc();
+            return Err(ApiError::InvalidCredentials);
+        };
+        let now = now_ms();
+        let exp = self.issuer.access_exp_ms(now);
+        let s = Session::new(
+            random_id(16),
+            who.name.clone(),
+            device.to_string(),
+            ip.to_string(),
+            random_id(32),
+            now,
+            exp,
+        );
+        store.insert(&s).await?;
+        self.metrics.logins.with_label_values(&["ok"]).inc();
+        tracing::info!(user = %who.name, sid = %s.sid, "login");
+        Ok(self.issue(&s, 0, exp)?.0)
+    }
+
+    /// Applies the rotation rule to a presented refresh token. Replay revokes the session.
+    pub async fn redeem(&self, token: &str, how: Use) -> ApiResult<(Session, u64)> {
+        let p =
+            RefreshTokens::parse(token).ok_or(ApiError::InvalidGrant("malformed refresh token"))?;
+        let now = now_ms();
+        let policy = self.sessions.policy;
+        let refresh = &self.issuer.refresh;
+        let res = self
+            .sessions
+            .update(&p.sid, |s| {
+                if refresh.verify(&p, &s.nonce) {
+                    s.present(p.gen, how, now, &policy)
+                } else {
+                    Outcome::Invalid("unknown refresh token")
+                }
+            })
+            .await?;
+        let outcome = match res {
+            None => Outcome::Invalid("unknown refresh token"),
+            Some((s, Outcome::Issue(gen))) => {
+                self.metrics.refreshes.with_label_values(&["ok"]).inc();
+                return Ok((s, gen));
+            }
+            Some((_, o)) => o,
+        };
+        match outcome {
+            Outcome::Reuse => {
+                tracing::warn!(sid = %p.sid, gen = p.gen, "refresh token replayed: session revoked");
+                self.metrics.reuse_detected.inc();
+                self.metrics.refreshes.with_label_values(&["reuse"]).inc();
+                self.revoked(&p.sid, REUSE);
+                Err(ApiError::InvalidGrant(
+                    "refresh token reused; the session is revoked",
+                ))
+            }
+            Outcome::Invalid(why) => {
+                self.metrics.refreshes.with_label_values(&["invalid"]).inc();
+                Err(ApiError::InvalidGrant(why))
+            }
+            Outcome::Issue(_) => unreachable!("returned above"),
+        }
+    }
+
+    /// The session a refresh token with a valid MAC belongs to (any generation): for logout
+    /// and RFC 7009 revocation, which end the caller's own session without rotating.
+    pub async fn session_of_refresh(&self, token: &str) -> ApiResult<Option<String>> {
+        let Some(p) = RefreshTokens::parse(token) else {
+            return Ok(None);
+        };
+        let s = self.sessions.store.load(&p.sid).await?;
+        Ok(s.filter(|s| self.issuer.refresh.verify(&p, &s.nonce))
+            .map(|s| s.sid))
+    }
+
+    /// `POST /auth/refresh`.
+    pub async fn refresh(&self, token: &str) -> ApiResult<TokenResponse> {
+        let (s, gen) = self.redeem(token, Use::Refresh).await?;
+        Ok(self.issue(&s, gen, self.issuer.access_exp_ms(now_ms()))?.0)
+    }
+
+    /// `POST /auth/ticket`: a single-use ticket for a channel, recording the generation proved.
+    pub async fn ticket(&self, token: &str) -> ApiResult<String> {
+        let (s, _) = self.redeem(token, Use::Ticket).await?;
+        let gen = RefreshTokens::parse(token).map_or(0, |p| p.gen);
+        let ticket = random_id(24);
+        let grant = TicketGrant {
+            sid: s.sid,
+            user: s.user,
+            gen,
+        };
+        self.sessions
+            .store
+            .put_ticket(&ticket, &grant, self.timing.ticket_ttl)
+            .await?;
+        Ok(ticket)
+    }
+
+    /// Confirms that the client holds generation `gen` of `sid`.
+    pub async fn confirm(&self, sid: &str, gen: u64) -> ApiResult<()> {
+        let now = now_ms();
+        self.sessions.update(sid, |s| s.confirm(gen, now)).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,189 @@
+//! The token service: what the HTTP handlers and the scheduler ask for. Login, redeeming and
+//! confirming refresh tokens, tickets, channel opening, renewal pushes and revocation.
+//! The push path reads top to bottom: [`Service::renew`] → store CAS → hub fan-out + bus.
+//!
+//! `auth`: login, refresh, tickets. `push`: channels and renewals. `admin`: revocation, roles.
+
+mod admin;
+mod auth;
+mod push;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use rand::Rng;
+
+use crate::clock::{now_ms, Millis};
+use crate::error::{ApiError, ApiResult};
+use crate::hub::bus::{Bus, BusEvent};
+use crate::hub::scheduler::Scheduler;
+use crate::hub::{
+    event::parse_event_id, Event, Hub, Kind, LimitHit, Reason, Registration, TokensPush,
+};
+use crate::metrics::Metrics;
+use crate::sessions::{rotation::REUSE, Outcome, Session, Sessions, TicketGrant, Use};
+use crate::tokens::{random_id, Issuer, RefreshTokens, TokenResponse};
+use crate::users::{Directory, Identity};
+
+/// Timing settings the service needs.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub lead_ms: Millis,
+    pub jitter_ms: Millis,
+    pub ticket_ttl: Duration,
+    pub login_failures: u32,
+}
+
+/// Shared state of the token service; held in an `Arc`.
+pub struct Service {
+    pub sessions: Sessions,
+    pub issuer: Issuer,
+    pub users: Directory,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    pub timing: Timing,
+    bus: Bus,
+    scheduler: Scheduler,
+    /// Revoked sessions whose access tokens may still be unexpired: checked on every Bearer.
+    revocations: DashMap<String, Millis>,
+    push_requests: DashMap<String, Instant>,
+}
+
+/// A channel just opened: its registration and what to tell the client first.
+pub struct Opened {
+    pub reg: Registration,
+    pub session: Session,
+    /// Expiry of the newest access token the client is known to hold (for delivery margin).
+    pub held_exp_ms: Millis,
+}
+
+/// What a [`Service`] is built from.
+pub struct Parts {
+    pub sessions: Sessions,
+    pub issuer: Issuer,
+    pub users: Directory,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    pub timing: Timing,
+    pub bus: Bus,
+    pub scheduler: Scheduler,
+}
+
+impl Service {
+    /// Builds the service; call [`Service::load`] before serving.
+    pub fn new(p: Parts) -> Self {
+        Service {
+            sessions: p.sessions,
+            issuer: p.issuer,
+            users: p.users,
+            hub: p.hub,
+            metrics: p.metrics,
+            timing: p.timing,
+            bus: p.bus,
+            scheduler: p.scheduler,
+            revocations: DashMap::new(),
+            push_requests: DashMap::new(),
+        }
+    }
+
+    /// Loads revocations and role overrides from the store.
+    pub async fn load(&self) -> ApiResult<()> {
+        let since = now_ms() - self.issuer.access_ttl_ms - 60_000;
+        for sid in self.sessions.store.revoked_since(since).await? {
+            self.revocations.insert(sid, now_ms());
+        }
+        let names: Vec<String> = self.users.names().cloned().collect();
+        for name in names {
+            if let Some(roles) = self.sessions.store.roles(&name).await? {
+                self.users.set_roles(&name, roles);
+            }
+        }
+        Ok(())
+    }
+
+    /// Prunes revocations that outlived every access token, old rate-limit entries, and
+    /// ended sessions held in the store's memory.
+    pub async fn prune(&self) {
+        if let Err(e) = self
+            .sessions
+            .store
+            .forget_ended(now_ms(), &self.sessions.policy)
+            .await
+        {
+            tracing::warn!(error = %e, "pruning ended sessions failed");
+        }
+        let cutoff = now_ms() - self.issuer.access_ttl_ms - 60_000;
+        self.revocations.retain(|_, at| *at > cutoff);
+        self.push_requests
+            .retain(|_, at| at.elapsed() < push::PUSH_REQUEST_INTERVAL);
+    }
+
+    fn deadline(&self, access_exp_ms: Millis) -> Millis {
+        let jitter = if self.timing.jitter_ms > 0 {
+            rand::rng().random_range(0..=self.timing.jitter_ms)
+        } else {
+            0
+        };
+        access_exp_ms - self.timing.lead_ms - jitter
+    }
+
+    fn issue(&self, s: &Session, gen: u64, exp_ms: Millis) -> ApiResult<(TokenResponse, Millis)> {
+        let who = self.identity(&s.user)?;
+        let issued = self
+            .issuer
+            .issue(s, &who, gen, exp_ms)
+            .map_err(|e| ApiError::Internal(format!("signing: {e}")))?;
+        Ok((issued.response, issued.access_exp_ms))
+    }
+
+    fn identity(&self, user: &str) -> ApiResult<Identity> {
+        self.users
+            .identity(user)
+            .ok_or(ApiError::InvalidGrant("the user no longer exists"))
+    }
+
+    /// After a session is revoked in the store: reject its access tokens here, close its
+    /// channels here, and tell the other nodes.
+    fn revoked(&self, sid: &str, reason: &str) {
+        if self.revocations.insert(sid.to_string(), now_ms()).is_none() {
+            self.metrics.revocations.with_label_values(&[reason]).inc();
+        }
+        self.hub.deliver(sid, &Event::Revoked(reason.into()));
+        self.bus.publish(BusEvent::Revoked {
+            sid: sid.to_string(),
+            reason: reason.to_string(),
+        });
+    }
+
+    /// Whether access tokens of this session must be refused.
+    pub fn is_revoked(&self, sid: &str) -> bool {
+        self.revocations.contains_key(sid)
+    }
+
+    /// An event from another node.
+    pub fn on_bus(&self, ev: BusEvent) {
+        match ev {
+            BusEvent::Tokens(push) => self.deliver_tokens(push),
+            BusEvent::Revoked { sid, reason } => {
+                self.revocations.insert(sid.clone(), now_ms());
+                self.hub.deliver(&sid, &Event::Revoked(reason.into()));
+            }
+            BusEvent::RolesChanged { user, roles } => self.users.set_roles(&user, roles),
+        }
+    }
+
+    /// Live (unrevoked, unexpired) sessions, optionally of one user.
+    pub async fn live_sessions(&self, user: Option<&str>) -> ApiResult<Vec<Session>> {
+        let now = now_ms();
+        let policy = self.sessions.policy;
+        Ok(self
+            .sessions
+            .store
+            .unrevoked(user)
+            .await?
+            .into_iter()
+            .filter(|s| s.is_live(now, &policy))
+            .collect())
+    }
+}
