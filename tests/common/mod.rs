@@ -58,6 +58,8 @@ pub struct TestApp {
     pub args: Vec<String>,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
+    /// Every token, refresh token and ticket the helpers saw: checked against the log on drop.
+    secrets: Mutex<Vec<String>>,
 }
 
 impl TestApp {
@@ -97,6 +99,7 @@ impl TestApp {
             args,
             child: None,
             log: Arc::new(Mutex::new(String::new())),
+            secrets: Mutex::new(vec![PASSWORD.to_string()]),
         };
         app.start(0).await;
         app
@@ -180,7 +183,19 @@ impl TestApp {
             .send()
             .await
             .unwrap();
-        status_json(r).await
+        let (st, v) = status_json(r).await;
+        self.remember(&v);
+        (st, v)
+    }
+
+    /// Records the secrets in a response, so the log check on drop looks for them.
+    pub fn remember(&self, v: &Value) {
+        let mut secrets = self.secrets.lock().unwrap();
+        for k in ["access_token", "refresh_token", "ticket"] {
+            if let Some(t) = v[k].as_str() {
+                secrets.push(t.to_string());
+            }
+        }
     }
 
     pub async fn get_auth(&self, path: &str, access: &str) -> (u16, Value) {
@@ -237,6 +252,12 @@ impl Drop for TestApp {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // I7 for every test: the server never logged a token, ticket or password it handed out.
+        if !std::thread::panicking() {
+            let log = self.logs();
+            let secrets = self.secrets.lock().unwrap();
+            assert_no_secrets(&log, &secrets);
         }
     }
 }
