@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
@@ -53,11 +53,9 @@ pub async fn events(
         frames(st.service.clone(), opened, st.config.heartbeat).map(Ok::<_, Infallible>),
     );
     let mut resp = Response::new(body);
-    *resp.status_mut() = StatusCode::OK;
     for (k, v) in HEADERS {
         resp.headers_mut().insert(k, HeaderValue::from_static(v));
     }
-    debug_assert!(resp.headers().contains_key(header::CONTENT_TYPE));
     Ok(resp)
 }
 

@@ -22,19 +22,20 @@ impl Service {
         };
         let grant = grant.ok_or(ApiError::InvalidTicket)?;
         let mut proved = grant.gen;
-        if let Some((sid, gen)) = last_event_id.and_then(parse_event_id) {
-            if sid == grant.sid {
-                self.confirm(sid, gen).await?;
+        let now = now_ms();
+        // One store round trip: confirming a Last-Event-ID already yields the session.
+        let found = match last_event_id.and_then(parse_event_id) {
+            Some((sid, gen)) if sid == grant.sid => {
                 proved = proved.max(gen);
+                self.sessions
+                    .update(sid, |s| s.confirm(gen, now))
+                    .await?
+                    .map(|(s, _)| s)
             }
-        }
-        let s = self
-            .sessions
-            .store
-            .load(&grant.sid)
-            .await?
-            .ok_or(ApiError::InvalidTicket)?;
-        if !s.is_live(now_ms(), &self.sessions.policy) {
+            _ => self.sessions.store.load(&grant.sid).await?,
+        };
+        let s = found.ok_or(ApiError::InvalidTicket)?;
+        if !s.is_live(now, &self.sessions.policy) {
             return Err(ApiError::InvalidTicket);
         }
         let (reg, first) = self.hub.register(&s.sid, &s.user, kind).map_err(|hit| {

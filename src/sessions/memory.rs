@@ -64,8 +64,8 @@ impl Store for MemoryStore {
         policy: &crate::sessions::Policy,
     ) -> StoreResult<usize> {
         let before = self.sessions.len();
-        // Keep revoked sessions for an access lifetime's worth of replays; the revocation
-        // itself is remembered by the service.
+        // Revoked sessions stay for the absolute refresh lifetime, so a replay still finds them
+        // (and is answered as reuse); this store has no disk to reload them from.
         self.sessions.retain(|_, s| {
             s.is_live(now, policy) || (s.revoked.is_some() && now - s.revoked_at < policy.max_ms)
         });

@@ -296,10 +296,6 @@ async fn open_channels(
     (handles, stop_tx, start.elapsed())
 }
 
-struct ChannelsReport {
-    ok: bool,
-}
-
 async fn channels(
     bin: &str,
     sse: usize,
@@ -307,7 +303,7 @@ async fn channels(
     hold: Duration,
     ttl: Duration,
     concurrency: usize,
-) -> ChannelsReport {
+) -> bool {
     let n = sse + ws;
     let lead_ms: i64 = 10_000;
     let ttl_s = format!("{}s", ttl.as_secs());
@@ -382,9 +378,7 @@ async fn channels(
         summary(lags.clone())
     );
     println!("channels renewed at least once: {renewed_channels}/{n}; renewals after expiry: {late}; dropped: {dropped}; failed to open: {failed}");
-    ChannelsReport {
-        ok: dropped == 0 && failed == 0 && late == 0 && (hold < ttl || renewed_channels == n),
-    }
+    dropped == 0 && failed == 0 && late == 0 && (hold < ttl || renewed_channels == n)
 }
 
 async fn burst(bin: &str, n: usize) -> bool {
@@ -506,7 +500,7 @@ async fn main() -> std::process::ExitCode {
             hold,
             ttl,
             concurrency,
-        } => channels(bin, sse, ws, hold, ttl, concurrency).await.ok,
+        } => channels(bin, sse, ws, hold, ttl, concurrency).await,
         Mode::Burst { sessions } => burst(bin, sessions).await,
         Mode::Pull { clients, duration } => pull(bin, clients, duration).await,
         Mode::Smoke => {
@@ -518,8 +512,7 @@ async fn main() -> std::process::ExitCode {
                 Duration::from_secs(15),
                 128,
             )
-            .await
-            .ok;
+            .await;
             let b = burst(bin, 200).await;
             let p = pull(bin, 8, Duration::from_secs(2)).await;
             c && b && p
