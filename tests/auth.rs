@@ -119,15 +119,7 @@ async fn replay_after_grace_revokes_the_session() {
             "access tokens of a revoked session stop working at once"
         );
     }
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text("/metrics").await;
     assert!(
         metrics.contains("tokenpush_reuse_detected_total 1"),
         "{metrics}"
@@ -296,25 +288,9 @@ async fn forged_and_foreign_tokens_are_refused_with_www_authenticate() {
 async fn sessions_and_keys_survive_a_restart() {
     let mut app = TestApp::spawn(&["--access-ttl", "60s"]).await;
     let t = app.login_as("bob").await;
-    let jwks_before = app
-        .client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let jwks_before = app.get_text("/.well-known/jwks.json").await;
     app.restart().await;
-    let jwks_after = app
-        .client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let jwks_after = app.get_text("/.well-known/jwks.json").await;
     assert_eq!(jwks_before, jwks_after, "same signing key after restart");
     let (st, _) = app
         .get_auth("/api/me", t["access_token"].as_str().unwrap())

@@ -135,14 +135,7 @@ async fn logout_and_replay_revoke_every_channel_within_a_second() {
     let mut ws = app.ws(&app.ticket(&s(&t, "refresh_token")).await).await;
     sse.expect("ready", 5 * S).await;
     ws.expect("ready", 5 * S).await;
-    let r = app
-        .client
-        .post(app.url("/auth/logout"))
-        .bearer_auth(s(&t, "access_token"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(app.logout(&s(&t, "access_token")).await, 204);
     let start = Instant::now();
     assert_eq!(sse.expect("revoked", S).await.data["reason"], "logout");
     assert_eq!(ws.expect("revoked", S).await["reason"], "logout");
@@ -418,15 +411,7 @@ async fn two_thousand_channels_all_renewed_in_one_lead_window() {
         SESSIONS * PER_SESSION,
         "client side: every channel renewed"
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text("/metrics").await;
     let written: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("tokenpush_push_lag_seconds_count "))

@@ -38,14 +38,7 @@ async fn logout_on_one_node_revokes_channels_on_the_other() {
     // A ticket made on B opens a channel on A too.
     let mut ws = a.ws(&b.ticket(&s(&t, "refresh_token")).await).await;
     ws.expect("ready", 5 * S).await;
-    let r = b
-        .client
-        .post(b.url("/auth/logout"))
-        .bearer_auth(s(&t, "access_token"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(b.logout(&s(&t, "access_token")).await, 204);
     let start = Instant::now();
     assert_eq!(sse.expect("revoked", S).await.data["reason"], "logout");
     assert_eq!(ws.expect("revoked", S).await["reason"], "logout");

@@ -198,6 +198,30 @@ impl TestApp {
         }
     }
 
+    /// `GET path` as text (metrics, JWKS).
+    pub async fn get_text(&self, path: &str) -> String {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// `POST /auth/logout` with a Bearer access token; returns the status.
+    pub async fn logout(&self, access: &str) -> u16 {
+        let r = self
+            .client
+            .post(self.url("/auth/logout"))
+            .bearer_auth(access)
+            .send()
+            .await
+            .unwrap();
+        r.status().as_u16()
+    }
+
     pub async fn get_auth(&self, path: &str, access: &str) -> (u16, Value) {
         let r = self
             .client
