@@ -32,7 +32,10 @@ fn hash_password() -> ExitCode {
 
 #[tokio::main]
 async fn serve(config: Config) -> ExitCode {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
+        // Colour codes only for a person at a terminal, never in a log file.
+        .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )

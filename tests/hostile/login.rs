@@ -1,0 +1,1 @@
+//! Hostile clients: password hashing load, proxy addresses, file permissions, admin demotion, parsing.

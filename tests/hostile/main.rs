@@ -1,0 +1,10 @@
+//! Hostile and broken clients (issue 10): each module attacks one surface of the real binary
+//! without a credential and checks that the server holds.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod conn;
+mod login;
+mod misc;
+mod sessions;

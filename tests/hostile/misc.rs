@@ -1,0 +1,1 @@
+//! Hostile clients: log secrecy at trace level and browser hardening headers.

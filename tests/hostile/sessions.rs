@@ -1,0 +1,1 @@
+//! Hostile clients: raced login-failure limits and ticket floods, on every store.
