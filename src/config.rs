@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// The `tokenpush` command line.
 #[derive(Debug, Parser)]
@@ -27,6 +28,47 @@ pub enum Command {
     Serve,
     /// Read a password on stdin and print its argon2id hash for the users file.
     HashPassword,
+    /// Show where the demo users live; with `--reset`, make new passwords and print them.
+    DemoUsers {
+        /// Replace the demo users' passwords with new random ones (printed once).
+        #[arg(long)]
+        reset: bool,
+        /// Data dir holding `demo-users.toml` (default: the server's `--data-dir`).
+        #[arg(long, env = "TOKENPUSH_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+impl Cli {
+    /// Parses the process's arguments and environment, remembering which settings were given
+    /// explicitly (see [`Config::was_set`]).
+    pub fn parse_with_sources() -> Cli {
+        Self::from_matches(Self::command().get_matches())
+    }
+
+    /// Like [`Cli::parse_with_sources`] for a given argument list (tests).
+    pub fn parse_from_with_sources<I, T>(args: I) -> Cli
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::from_matches(Self::command().get_matches_from(args))
+    }
+
+    fn from_matches(m: ArgMatches) -> Cli {
+        let mut cli = Cli::from_arg_matches(&m).unwrap_or_else(|e| e.exit());
+        cli.config.explicit = m
+            .ids()
+            .filter(|id| {
+                matches!(
+                    m.value_source(id.as_str()),
+                    Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                )
+            })
+            .map(|id| id.as_str().to_string())
+            .collect();
+        cli
+    }
 }
 
 /// Which access-token signature to use.
@@ -105,9 +147,48 @@ pub struct Config {
     /// Failed logins allowed per client address and username per minute.
     #[arg(long, env = "TOKENPUSH_LOGIN_FAILURES", default_value_t = 10)]
     pub login_failures: u32,
+    /// Field ids (`access_ttl`, …) given by flag or env var rather than defaulted.
+    #[arg(skip)]
+    pub explicit: std::collections::HashSet<String>,
 }
 
+/// Access lifetime in demo mode (no `--users`): a renewal shows up within a minute.
+pub const DEMO_ACCESS_TTL: Duration = Duration::from_secs(60);
+/// Renewal lead in demo mode.
+pub const DEMO_RENEW_LEAD: Duration = Duration::from_secs(15);
+
 impl Config {
+    /// Whether a setting (by field id, e.g. `"access_ttl"`) was given explicitly rather than
+    /// left at its default.
+    pub fn was_set(&self, key: &str) -> bool {
+        self.explicit.contains(key)
+    }
+
+    /// Whether the server runs with generated demo users (no users file).
+    pub fn demo_mode(&self) -> bool {
+        self.users.is_none()
+    }
+
+    /// Demo mode without explicit timings: 60 s access tokens renewed 15 s ahead (jitter
+    /// stays 10 % of the TTL unless set), so a visitor sees a renewal within a minute.
+    /// Returns whether anything changed. Production defaults apply with a users file.
+    pub fn apply_demo_defaults(&mut self) -> bool {
+        if !self.demo_mode() {
+            return false;
+        }
+        let mut changed = false;
+        if !self.was_set("access_ttl") {
+            self.access_ttl = DEMO_ACCESS_TTL;
+            changed = true;
+        }
+        if !self.was_set("renew_lead") {
+            // Never so long that lead + jitter reaches an explicitly short access TTL.
+            self.renew_lead = DEMO_RENEW_LEAD.min(self.access_ttl / 4);
+            changed = true;
+        }
+        changed
+    }
+
     /// Renewal jitter, defaulting to 10 % of the access lifetime.
     pub fn renew_jitter(&self) -> Duration {
         self.renew_jitter.unwrap_or(self.access_ttl / 10)
@@ -149,6 +230,26 @@ mod tests {
         assert_eq!(c.grace, Duration::from_secs(30));
         assert_eq!(c.max_channels_per_session, 8);
         assert!(!c.trust_proxy);
+    }
+
+    #[test]
+    fn demo_defaults_only_without_users_and_explicit_flags() {
+        let mut c = Cli::parse_from_with_sources(["tokenpush"]).config;
+        assert!(c.apply_demo_defaults());
+        assert_eq!(
+            (c.access_ttl, c.renew_lead, c.renew_jitter()),
+            (DEMO_ACCESS_TTL, DEMO_RENEW_LEAD, Duration::from_secs(6))
+        );
+        let mut c = Cli::parse_from_with_sources(["tokenpush", "--access-ttl", "2m"]).config;
+        c.apply_demo_defaults();
+        assert_eq!(
+            (c.access_ttl, c.renew_lead),
+            (Duration::from_secs(120), DEMO_RENEW_LEAD)
+        );
+        let mut c = Cli::parse_from_with_sources(["tokenpush", "--users", "u.toml"]).config;
+        assert!(!c.apply_demo_defaults());
+        assert_eq!(c.access_ttl, Duration::from_secs(900));
+        assert_eq!(c.renew_lead, Duration::from_secs(60));
     }
 
     #[test]

@@ -3,15 +3,38 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use clap::Parser;
 use tokenpush::config::{Cli, Command, Config};
 use tokenpush::Server;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_with_sources();
     match cli.command {
         Some(Command::HashPassword) => hash_password(),
+        Some(Command::DemoUsers { reset, data_dir }) => {
+            demo_users(&data_dir.unwrap_or(cli.config.data_dir), reset)
+        }
         Some(Command::Serve) | None => serve(cli.config),
+    }
+}
+
+fn demo_users(data_dir: &std::path::Path, reset: bool) -> ExitCode {
+    let result = if reset {
+        tokenpush::users::Directory::reset_demo(data_dir).map(|_| ())
+    } else {
+        let path = data_dir.join(tokenpush::users::DEMO_USERS_FILE);
+        println!(
+            "demo users alice (admin) and bob: {} ({}); `tokenpush demo-users --reset` prints new passwords",
+            path.display(),
+            if path.exists() { "exists" } else { "created at the next start" }
+        );
+        Ok(())
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tokenpush: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -31,7 +54,7 @@ fn hash_password() -> ExitCode {
 }
 
 #[tokio::main]
-async fn serve(config: Config) -> ExitCode {
+async fn serve(mut config: Config) -> ExitCode {
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         // Colour codes only for a person at a terminal, never in a log file.
@@ -40,6 +63,14 @@ async fn serve(config: Config) -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
+    if config.apply_demo_defaults() {
+        println!(
+            "demo mode: access tokens last {}, renewed {} (+ up to {} jitter) before expiry; any --access-ttl / --renew-lead / --renew-jitter you set wins",
+            humantime::format_duration(config.access_ttl),
+            humantime::format_duration(config.renew_lead),
+            humantime::format_duration(config.renew_jitter()),
+        );
+    }
     let server = match Server::bind(config).await {
         Ok(s) => s,
         Err(e) => {

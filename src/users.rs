@@ -11,6 +11,9 @@ use argon2::Argon2;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
+/// Name of the generated demo users file in the data dir.
+pub const DEMO_USERS_FILE: &str = "demo-users.toml";
+
 /// One `[[user]]` table of the users file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct User {
@@ -84,11 +87,30 @@ impl Directory {
     /// Demo mode: `alice` (admin) and `bob` with random passwords, kept (hashed) in
     /// `demo-users.toml` in the data dir. The passwords are printed only when first created.
     pub fn demo(data_dir: &Path) -> Result<Self, String> {
-        let path = data_dir.join("demo-users.toml");
+        let path = data_dir.join(DEMO_USERS_FILE);
         if path.exists() {
-            println!("demo mode: users alice (admin) and bob from {} (passwords were printed at first start)", path.display());
+            println!("demo mode: users alice (admin) and bob from {} (passwords were printed at first start; `tokenpush demo-users --reset --data-dir {}` prints new ones)", path.display(), data_dir.display());
             return Self::load(&path);
         }
+        Self::create_demo(data_dir, &path)
+    }
+
+    /// Replaces the demo users with new random passwords and prints them. A running server
+    /// keeps the old ones until it restarts.
+    pub fn reset_demo(data_dir: &Path) -> Result<Self, String> {
+        crate::tokens::keys::ensure_data_dir(data_dir).map_err(|e| e.to_string())?;
+        let path = data_dir.join(DEMO_USERS_FILE);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        }
+        let d = Self::create_demo(data_dir, &path)?;
+        println!("A running server uses the new passwords after a restart.");
+        Ok(d)
+    }
+
+    fn create_demo(data_dir: &Path, path: &Path) -> Result<Self, String> {
         let mut users = vec![];
         let mut shown = vec![];
         for (name, roles) in [("alice", vec!["admin".to_string()]), ("bob", vec![])] {
@@ -112,13 +134,17 @@ impl Directory {
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&path)
+            .open(path)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         f.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
         println!("WARNING: demo mode (no --users file). Demo users, shown this once:");
         for (name, password) in shown {
             println!("  {name:<6} password: {password}");
         }
+        println!(
+            "  (new passwords any time: tokenpush demo-users --reset --data-dir {})",
+            data_dir.display()
+        );
         Ok(Self::from_users(users))
     }
 
@@ -205,5 +231,9 @@ mod tests {
             vec!["admin".to_string()]
         );
         assert!(Directory::demo(dir.path()).unwrap().exists("bob"));
+        let before = std::fs::read_to_string(dir.path().join(DEMO_USERS_FILE)).unwrap();
+        assert!(Directory::reset_demo(dir.path()).unwrap().exists("alice"));
+        let after = std::fs::read_to_string(dir.path().join(DEMO_USERS_FILE)).unwrap();
+        assert_ne!(before, after, "reset makes new password hashes");
     }
 }

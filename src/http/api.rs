@@ -1,13 +1,18 @@
-//! `GET /api/me`, the protected example route, and the `/admin` routes.
+//! `GET /api/me`, the protected example route, `POST /auth/renew`, the `/admin` routes the
+//! admin console uses, and the public `GET /demo/config`.
 
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::extract::{Admin, Authed, Body};
 use super::AppState;
+use crate::clock::now_ms;
 use crate::error::{ApiError, ApiResult};
+use crate::hub::Kind;
 
 /// `GET /api/me`: who the access token says you are.
 pub async fn me(Authed(c): Authed) -> Json<Value> {
@@ -62,6 +67,7 @@ pub async fn sessions(State(st): State<AppState>, Admin(_): Admin) -> ApiResult<
         .into_iter()
         .map(|s| {
             let (sse, ws) = st.service.hub.counts(&s.sid);
+            let last = st.service.stats.last_push(&s.sid);
             json!({
                 "session_id": s.sid,
                 "user": s.user,
@@ -70,8 +76,80 @@ pub async fn sessions(State(st): State<AppState>, Admin(_): Admin) -> ApiResult<
                 "generation": s.current_gen,
                 "confirmed_generation": s.confirmed_gen,
                 "channels": {"sse": sse, "ws": ws},
+                // Added for the admin console (times in unix seconds, margin in ms).
+                "ip": s.ip,
+                "roles": st.service.users.identity(&s.user).map(|i| i.roles),
+                "last_used_at": s.last_used_at / 1000,
+                "last_push_at": last.map(|p| p.at_ms as f64 / 1000.0),
+                "last_push_generation": last.map(|p| p.gen),
+                "last_margin_ms": last.and_then(|p| p.margin_ms),
             })
         })
         .collect();
     Ok(Json(json!({"sessions": list})))
+}
+
+/// `DELETE /admin/sessions/{sid}`: revokes one session; its channels get `revoked`/`admin`.
+/// 404 when no such live session exists.
+pub async fn revoke_session(
+    State(st): State<AppState>,
+    Admin(_): Admin,
+    Path(sid): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let live = match sid.len() {
+        1..=128 => st.service.sessions.store.load(&sid).await?,
+        _ => None,
+    }
+    .filter(|s| s.is_live(now_ms(), &st.service.sessions.policy));
+    if live.is_none() {
+        return Err(ApiError::NotFound);
+    }
+    let n = st.service.revoke(&sid, "admin").await?;
+    Ok(Json(json!({"revoked": u8::from(n)})))
+}
+
+/// `GET /admin/stats`: the console's headline numbers, as this node sees them.
+pub async fn stats(State(st): State<AppState>, Admin(_): Admin) -> ApiResult<Json<Value>> {
+    let svc = &st.service;
+    let m = &svc.metrics;
+    let pushes: u64 = ["renewal", "claims_changed", "resume", "requested"]
+        .iter()
+        .map(|r| m.pushes.with_label_values(&[r]).get())
+        .sum();
+    let min_margin = m.min_margin_ms.get();
+    Ok(Json(json!({
+        "live_sessions": svc.live_sessions(None).await?.len(),
+        "channels": {"sse": svc.hub.live(Kind::Sse), "ws": svc.hub.live(Kind::Ws)},
+        "pushes_total": pushes,
+        "deliveries_last_minute": svc.stats.pushes_last_minute(now_ms()),
+        "min_delivery_margin_ms": (min_margin != 0).then_some(min_margin),
+        "reuse_detections": m.reuse_detected.get(),
+    })))
+}
+
+/// `POST /auth/renew`: ask for a push to this session's channels now (what the WebSocket
+/// `renew` frame does, for SSE clients). 202, or 429 when asked again within 2 s.
+pub async fn renew(State(st): State<AppState>, Authed(c): Authed) -> ApiResult<Response> {
+    if st.service.request_push(&c.sid).await {
+        Ok((StatusCode::ACCEPTED, Json(json!({"requested": true}))).into_response())
+    } else {
+        Err(ApiError::RateLimited {
+            retry_after_secs: 2,
+        })
+    }
+}
+
+/// `GET /demo/config`: public timing settings the demo page shows (no secrets).
+pub async fn demo_config(State(st): State<AppState>) -> Json<Value> {
+    let c = &st.config;
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    Json(json!({
+        "demo_users": c.users.is_none(),
+        "users": if c.users.is_none() { json!(["alice", "bob"]) } else { json!([]) },
+        "access_ttl_ms": ms(c.access_ttl),
+        "renew_lead_ms": ms(c.renew_lead),
+        "renew_jitter_ms": ms(c.renew_jitter()),
+        "grace_ms": ms(c.grace),
+        "heartbeat_ms": ms(c.heartbeat),
+    }))
 }

@@ -41,6 +41,7 @@ pub struct LoginBody {
 pub async fn login(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,
+    headers: axum::http::HeaderMap,
     body: Body<LoginBody>,
 ) -> ApiResult<Response> {
     let b = body.value;
@@ -55,14 +56,10 @@ pub async fn login(
             "username or password is too long".into(),
         ));
     }
-    let device: String = b
-        .device_id
-        .as_deref()
-        .unwrap_or("unknown")
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(128)
-        .collect();
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    let device = super::device::device_label(b.device_id.as_deref(), user_agent);
     Ok(no_store(
         st.service.login(username, password, &device, &ip).await?,
     ))

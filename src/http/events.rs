@@ -126,7 +126,7 @@ pub fn frames(svc: Arc<Service>, opened: Opened, heartbeat: Duration) -> impl St
         };
         let out = match ev {
             Event::Tokens(t) => {
-                st.svc.metrics.written(t.deadline_ms, st.opened.held_exp_ms);
+                st.svc.written(&t, st.opened.held_exp_ms);
                 st.opened.held_exp_ms = t.access_exp_ms;
                 frame("tokens", Some(&t.id), &t.sse_data)
             }

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod device;
 pub mod direct;
 pub mod events;
 pub mod extract;
@@ -43,6 +44,10 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/users/{name}/roles", put(api::set_roles))
         .route("/admin/users/{name}/sessions", delete(api::revoke_user))
         .route("/admin/sessions", get(api::sessions))
+        .route("/admin/sessions/{sid}", delete(api::revoke_session))
+        .route("/admin/stats", get(api::stats))
+        .route("/auth/renew", post(api::renew))
+        .route("/demo/config", get(api::demo_config))
         .route("/.well-known/jwks.json", get(ops::jwks))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
@@ -50,6 +55,10 @@ pub fn router(state: AppState) -> Router {
         .route("/app.js", get(ops::app_js))
         .route("/token-client.js", get(ops::client_js))
         .route("/style.css", get(ops::style))
+        .route("/timeline.js", get(ops::timeline_js))
+        .route("/admin.js", get(ops::admin_js))
+        .route("/favicon.svg", get(ops::favicon))
+        .route("/favicon.ico", get(ops::favicon))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)

@@ -76,6 +76,27 @@ pub async fn style() -> impl IntoResponse {
     )
 }
 
+/// `GET /timeline.js`: the demo page's SVG timeline.
+pub async fn timeline_js() -> impl IntoResponse {
+    static_file(
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/timeline.js"),
+    )
+}
+
+/// `GET /admin.js`: the demo page's admin console.
+pub async fn admin_js() -> impl IntoResponse {
+    static_file(
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/admin.js"),
+    )
+}
+
+/// `GET /favicon.svg` (and `/favicon.ico`, which browsers ask for on their own).
+pub async fn favicon() -> impl IntoResponse {
+    static_file("image/svg+xml", include_str!("../../static/favicon.svg"))
+}
+
 fn static_file(ctype: &'static str, body: &'static str) -> impl IntoResponse {
     (
         StatusCode::OK,

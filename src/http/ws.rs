@@ -164,7 +164,7 @@ async fn run(mut socket: WebSocket, svc: Arc<Service>, opened: Opened, heartbeat
                                 if !send(&mut socket, Message::Text(t.ws_text.clone().into())).await {
                                     break 'conn "ws_write_failed";
                                 }
-                                svc.metrics.written(t.deadline_ms, held_exp_ms);
+                                svc.written(&t, held_exp_ms);
                                 held_exp_ms = t.access_exp_ms;
                             }
                             Event::Revoked(reason) => {

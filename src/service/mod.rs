@@ -7,6 +7,7 @@
 mod admin;
 mod auth;
 mod push;
+pub mod stats;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +49,8 @@ pub struct Service {
     /// Revoked sessions whose access tokens may still be unexpired: checked on every Bearer.
     revocations: DashMap<String, Millis>,
     push_requests: DashMap<String, Instant>,
+    /// Last delivery per session and deliveries per minute, for the admin console.
+    pub stats: stats::Stats,
 }
 
 /// A channel just opened: its registration and what to tell the client first.
@@ -84,6 +87,7 @@ impl Service {
             scheduler: p.scheduler,
             revocations: DashMap::new(),
             push_requests: DashMap::new(),
+            stats: stats::Stats::default(),
         }
     }
 
@@ -117,6 +121,7 @@ impl Service {
         self.revocations.retain(|_, at| *at > cutoff);
         self.push_requests
             .retain(|_, at| at.elapsed() < push::PUSH_REQUEST_INTERVAL);
+        self.stats.retain(|sid| self.hub.has_channels(sid));
     }
 
     fn deadline(&self, access_exp_ms: Millis) -> Millis {

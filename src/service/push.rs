@@ -179,6 +179,22 @@ impl Service {
         allowed
     }
 
+    /// A `tokens` event was written to a channel: push lag and delivery margin metrics, and
+    /// the session's last delivery for the admin console. `prev_exp_ms` is the expiry of the
+    /// access token it replaces (0 when unknown).
+    pub fn written(&self, push: &TokensPush, prev_exp_ms: Millis) {
+        self.metrics.written(push.deadline_ms, prev_exp_ms);
+        let now = now_ms();
+        self.stats.written(
+            &push.sid,
+            stats::LastPush {
+                at_ms: now,
+                gen: push.gen,
+                margin_ms: (prev_exp_ms > 0).then(|| prev_exp_ms - now),
+            },
+        );
+    }
+
     /// Graceful shutdown: every channel gets `reconnect` with a jittered delay, so clients
     /// do not all come back in the same millisecond.
     pub fn shutdown_channels(&self) -> usize {

@@ -1,0 +1,1 @@
+// The demo page's admin console (filled in by the next commit).

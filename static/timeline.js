@@ -1,0 +1,1 @@
+// The demo page's SVG timeline (filled in by the next commit).
