@@ -18,6 +18,8 @@ use crate::net::{connect, exp_of, find};
 pub struct Seen {
     /// (received at, the pushed access token's exp in s, reason)
     pub tokens: Vec<(i64, i64, String)>,
+    /// When `ready` arrived: renewals due before it are not lag of this channel.
+    pub opened_at: i64,
     pub dropped: bool,
 }
 
@@ -54,6 +56,7 @@ pub async fn run(
     let on_event = |seen: &mut Seen, kind: &str, data: &Value| match kind {
         "ready" => {
             counters.ready.fetch_add(1, Ordering::Relaxed);
+            seen.opened_at = now_ms();
         }
         "tokens" => {
             counters.tokens.fetch_add(1, Ordering::Relaxed);
