@@ -132,7 +132,7 @@ pub struct Config {
     /// HMAC key file for `--signing hs256` (at least 32 bytes).
     #[arg(long, env = "TOKENPUSH_HS256_SECRET_FILE")]
     pub hs256_secret_file: Option<PathBuf>,
-    /// Trust `X-Forwarded-For` for the client address.
+    /// Behind a reverse proxy: take the client address from the rightmost `X-Forwarded-For` entry.
     #[arg(long, env = "TOKENPUSH_TRUST_PROXY")]
     pub trust_proxy: bool,
     /// Live channels allowed per session.

@@ -39,6 +39,9 @@ pub enum ApiError {
     NotFound,
     #[error("session store is unavailable")]
     Unavailable,
+    /// Every password-hashing slot and queue place is taken (a login flood).
+    #[error("too many logins in progress; retry shortly")]
+    Busy,
     /// Details go to the log, never to the client.
     #[error("internal error")]
     Internal(String),
@@ -62,7 +65,7 @@ impl ApiError {
             PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request"),
             UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request"),
             NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+            Unavailable | Busy => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
         }
     }
@@ -77,6 +80,12 @@ impl From<crate::sessions::StoreError> for ApiError {
             }
             crate::sessions::StoreError::Internal(why) => ApiError::Internal(why),
         }
+    }
+}
+
+impl From<crate::users::Busy> for ApiError {
+    fn from(_: crate::users::Busy) -> Self {
+        ApiError::Busy
     }
 }
 
@@ -109,6 +118,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unavailable => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            }
+            ApiError::Busy => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }

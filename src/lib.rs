@@ -82,7 +82,7 @@ impl Server {
                     .hs256_secret_file
                     .as_ref()
                     .ok_or("--signing hs256 needs --hs256-secret-file")?;
-                keys::read_secret(path).and_then(|s| keys::hs256(&s))
+                keys::read_private(path).and_then(|s| keys::hs256(&s))
             }
         }
         .map_err(|e| e.to_string())?;

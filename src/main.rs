@@ -56,6 +56,10 @@ fn hash_password() -> ExitCode {
 #[tokio::main]
 async fn serve(mut config: Config) -> ExitCode {
     use std::io::IsTerminal;
+    // Everything the server creates (data dir, keys, the SQLite file and its -wal/-shm, demo
+    // users) is the server's alone: 0700 directories, 0600 files, whatever the shell's umask.
+    // SAFETY: umask only sets this process's file-creation mask.
+    unsafe { libc::umask(0o077) };
     tracing_subscriber::fmt()
         // Colour codes only for a person at a terminal, never in a log file.
         .with_ansi(std::io::stdout().is_terminal())

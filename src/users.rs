@@ -1,15 +1,26 @@
 //! The users directory: the TOML users file (or generated demo users), argon2id password
-//! checks, and admin role overrides cached from the store.
+//! checks (bounded by [`HashGate`]), and admin role overrides cached from the store.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use argon2::{Argon2, Params};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+/// Memory all password hashes in flight may take together. One argon2id check with the
+/// default parameters fills 19 MiB; unbounded, 40 parallel logins took 800 MB.
+const HASH_MEMORY_BUDGET_KIB: u32 = 96 * 1024;
+
+/// Logins that may wait for a hashing slot, per slot. A short queue: beyond it waiting
+/// would only add latency, so the client is told to retry instead (503 + `Retry-After`).
+const QUEUE_PER_SLOT: usize = 8;
 
 /// Name of the generated demo users file in the data dir.
 pub const DEMO_USERS_FILE: &str = "demo-users.toml";
@@ -45,6 +56,80 @@ pub struct Directory {
     overrides: DashMap<String, Vec<String>>,
     /// Checked for unknown users so they take as long as wrong passwords.
     dummy_hash: String,
+    gate: HashGate,
+}
+
+/// Too many password checks are running or queued: answer 503 and let the client retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
+/// Bounds argon2 work: about one hash per core runs at once (fewer if their memory would
+/// pass [`HASH_MEMORY_BUDGET_KIB`]), a short queue waits, everyone else is turned away at
+/// once. So a login flood costs a fixed amount of memory and CPU, and the async workers
+/// (health checks, refreshes, channels) never wait behind it.
+pub struct HashGate {
+    /// Hashes running now; the permit travels into the blocking thread.
+    running: Arc<Semaphore>,
+    /// Hashes running or waiting for a slot.
+    admitted: Arc<Semaphore>,
+}
+
+impl HashGate {
+    /// Slots from the core count and memory budget; `QUEUE_PER_SLOT` waiters per slot.
+    pub fn new() -> Self {
+        // glibc serves a freed 19 MiB block's size from per-thread heap arenas afterwards
+        // (its mmap threshold adapts upward) and keeps the pages: over a flood each blocking
+        // thread's arena held its own copies, +270 MiB with two slots. Allocations of 1 MiB
+        // and more always mmap, so each hash's memory goes back to the OS when it is done.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: mallopt only changes an allocator tunable; it is safe at any time.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let by_memory = (HASH_MEMORY_BUDGET_KIB / Params::DEFAULT_M_COST) as usize;
+        Self::with_slots(cores.min(by_memory).max(1))
+    }
+
+    fn with_slots(slots: usize) -> Self {
+        HashGate {
+            running: Arc::new(Semaphore::new(slots)),
+            admitted: Arc::new(Semaphore::new(slots * (1 + QUEUE_PER_SLOT))),
+        }
+    }
+
+    /// Runs `check` on a blocking thread once a slot is free, or returns [`Busy`] at once
+    /// when the queue is full.
+    async fn run<T: Send + 'static>(
+        &self,
+        check: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Busy> {
+        let admitted = self
+            .admitted
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Busy)?;
+        let running = self
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Busy)?;
+        // Both permits go with the work: a client that hangs up mid-hash frees its place
+        // only when the hash it started is done.
+        tokio::task::spawn_blocking(move || {
+            let _places = (admitted, running);
+            check()
+        })
+        .await
+        .map_err(|_| Busy)
+    }
+}
+
+impl Default for HashGate {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Hashes a password as an argon2id PHC string.
@@ -67,9 +152,18 @@ fn verify_hash(password: &str, phc: &str) -> bool {
 }
 
 impl Directory {
-    /// Loads a users file.
+    /// Loads a users file (warning when others may read its hashes).
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o044 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    "users file is readable by group or other: its password hashes can be \
+                     guessed offline; chmod 600 it"
+                );
+            }
+        }
         let file: UsersFile =
             toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         for u in &file.user {
@@ -153,20 +247,28 @@ impl Directory {
             users: list.into_iter().map(|u| (u.name.clone(), u)).collect(),
             overrides: DashMap::new(),
             dummy_hash: hash_password("not a real password"),
+            gate: HashGate::new(),
         }
     }
 
-    /// Checks a password in about the same time whether or not the user exists.
-    /// CPU-heavy: call from a blocking thread.
-    pub fn check_password(&self, name: &str, password: &str) -> Option<Identity> {
-        match self.users.get(name) {
-            Some(u) if verify_hash(password, &u.password_hash) => self.identity(name),
-            Some(_) => None,
-            None => {
-                verify_hash(password, &self.dummy_hash);
-                None
-            }
-        }
+    /// Checks a password in about the same time whether or not the user exists, on a
+    /// blocking thread behind the [`HashGate`]: [`Busy`] when too many checks are queued.
+    pub async fn check_password(
+        &self,
+        name: &str,
+        password: &str,
+    ) -> Result<Option<Identity>, Busy> {
+        let (phc, known) = match self.users.get(name) {
+            Some(u) => (u.password_hash.clone(), true),
+            None => (self.dummy_hash.clone(), false),
+        };
+        let password = password.to_string();
+        let ok = self.gate.run(move || verify_hash(&password, &phc)).await?;
+        Ok(if ok && known {
+            self.identity(name)
+        } else {
+            None
+        })
     }
 
     /// Name, display name and effective roles (an admin override beats the file).
@@ -204,22 +306,50 @@ impl Directory {
 mod tests {
     use super::*;
 
-    #[test]
-    fn users_file_round_trip_and_checks() {
+    #[tokio::test]
+    async fn users_file_round_trip_and_checks() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("users.toml");
         let h = hash_password("pw");
         std::fs::write(&p, format!("[[user]]\nname = \"carol\"\npassword_hash = \"{h}\"\nroles = [\"admin\"]\ndisplay_name = \"Carol C\"\n")).unwrap();
         let d = Directory::load(&p).unwrap();
-        let id = d.check_password("carol", "pw").unwrap();
+        let id = d.check_password("carol", "pw").await.unwrap().unwrap();
         assert_eq!(
             (id.display_name.as_str(), id.roles.as_slice()),
             ("Carol C", &["admin".to_string()][..])
         );
-        assert!(d.check_password("carol", "nope").is_none());
-        assert!(d.check_password("nobody", "pw").is_none());
+        assert!(d.check_password("carol", "nope").await.unwrap().is_none());
+        assert!(d.check_password("nobody", "pw").await.unwrap().is_none());
         d.set_roles("carol", vec![]);
         assert!(d.identity("carol").unwrap().roles.is_empty());
+    }
+
+    #[tokio::test]
+    async fn gate_turns_away_what_it_cannot_queue() {
+        let gate = Arc::new(HashGate::with_slots(1));
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        // One running (blocked until told), QUEUE_PER_SLOT waiting: the next is Busy.
+        let mut held = vec![];
+        for _ in 0..=QUEUE_PER_SLOT {
+            let (g, rx) = (gate.clone(), rx.clone());
+            held.push(tokio::spawn(async move {
+                g.run(move || rx.lock().unwrap().recv().is_ok()).await
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(gate.run(|| true).await, Err(Busy));
+        for _ in 0..=QUEUE_PER_SLOT {
+            tx.send(()).unwrap();
+        }
+        for h in held {
+            assert_eq!(h.await.unwrap(), Ok(true));
+        }
+        assert_eq!(
+            gate.run(|| 7).await,
+            Ok(7),
+            "places come back when the work is done"
+        );
     }
 
     #[test]

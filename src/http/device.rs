@@ -7,23 +7,36 @@ pub const MAX_DEVICE: usize = 128;
 /// The label for a login: `device_id` if given (a full user-agent string is summarised),
 /// else the summarised `User-Agent`, else `unknown`.
 pub fn device_label(device_id: Option<&str>, user_agent: Option<&str>) -> String {
-    let raw = device_id
-        .map(str::trim)
+    let clean = device_id
+        .map(visible)
         .filter(|s| !s.is_empty())
-        .or(user_agent.map(str::trim).filter(|s| !s.is_empty()));
-    let Some(raw) = raw else {
+        .or(user_agent.map(visible).filter(|s| !s.is_empty()));
+    let Some(clean) = clean else {
         return "unknown".into();
     };
-    let clean: String = raw
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
     if clean.starts_with("Mozilla/") {
         if let Some(label) = summarise_user_agent(&clean) {
             return label;
         }
     }
     shorten(&clean, MAX_DEVICE)
+}
+
+/// What an admin list or a log line may show of client text: control characters become
+/// spaces; Unicode format controls (Cf: bidi overrides such as U+202E, zero-width spaces,
+/// the BOM) and line separators are dropped, so a label cannot reorder or hide text where
+/// it is read. Trimmed.
+fn visible(raw: &str) -> String {
+    use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory};
+    let kept: String = raw
+        .chars()
+        .filter_map(|c| match c.general_category() {
+            G::Control => Some(' '),
+            G::Format | G::LineSeparator | G::ParagraphSeparator => None,
+            _ => Some(c),
+        })
+        .collect();
+    kept.trim().to_string()
 }
 
 /// At most `max` characters, cut at a word boundary with `…` when shortened.
@@ -110,5 +123,34 @@ mod tests {
         assert_eq!(device_label(None, None), "unknown");
         let word = "x".repeat(300);
         assert_eq!(device_label(Some(&word), None).chars().count(), MAX_DEVICE);
+    }
+
+    #[test]
+    fn format_controls_are_dropped() {
+        let raw = "ph\u{202E}one\u{200B}\u{2066}\u{FEFF}\u{2028}\u{AD} 1\u{1}";
+        assert_eq!(device_label(Some(raw), None), "phone 1");
+        assert_eq!(device_label(Some("Ünïcødé 📱 ok"), None), "Ünïcødé 📱 ok");
+        assert_eq!(device_label(Some("\u{202E}\u{200D}"), None), "unknown");
+        assert_eq!(device_label(Some("\u{202E}"), Some("curl/8")), "curl/8");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Whatever a client sends, the label is short, non-empty, and holds no control or
+        /// format character.
+        #[test]
+        fn labels_are_always_clean(
+            id in proptest::collection::vec(proptest::prelude::any::<char>(), 0..200),
+            ua in proptest::option::of("Mozilla/5.0 [ -~\u{200B}\u{202E}]{0,120}"),
+        ) {
+            use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory};
+            let id: String = id.into_iter().collect();
+            let out = device_label(Some(&id), ua.as_deref());
+            proptest::prop_assert!(!out.is_empty() && out.chars().count() <= MAX_DEVICE);
+            proptest::prop_assert!(out
+                .chars()
+                .all(|c| !matches!(c.general_category(), G::Control | G::Format)));
+        }
     }
 }

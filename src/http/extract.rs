@@ -112,7 +112,11 @@ impl FromRequestParts<AppState> for Authed {
     }
 }
 
-/// An authenticated request whose token carries the `admin` role.
+/// An authenticated request from a user who has the `admin` role NOW. The token's `roles`
+/// claim is what the user had when it was signed; a demotion must close `/admin/*` at once,
+/// not when that token expires, so the users directory (with admin overrides) decides.
+/// Users outside the directory (sessions opened for an app's own users) cannot have their
+/// roles changed here, so for them the claim is still current.
 pub struct Admin(pub Claims);
 
 impl FromRequestParts<AppState> for Admin {
@@ -120,7 +124,11 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Authed(c) = Authed::from_request_parts(parts, state).await?;
-        if c.roles.iter().any(|r| r == "admin") {
+        let roles = match state.service.users.identity(&c.sub) {
+            Some(who) => who.roles,
+            None => c.roles.clone(),
+        };
+        if roles.iter().any(|r| r == "admin") {
             Ok(Admin(c))
         } else {
             Err(ApiError::InsufficientScope("admin"))
@@ -128,23 +136,27 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-/// The client's address: the socket peer, or with `--trust-proxy` the first `X-Forwarded-For` hop.
+/// The client's address: the socket peer, or with `--trust-proxy` the RIGHTMOST
+/// `X-Forwarded-For` entry, the address our nearest proxy saw. Entries to its left were
+/// written by the client (or proxies we know nothing about) and can say anything, so they
+/// never key the login limit nor the `ip` claim. A proxy must append (nginx:
+/// `proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;`) or overwrite
+/// (`... $remote_addr;`); a rightmost entry that is not an IP address is ignored.
 pub struct ClientIp(pub String);
+
+/// The rightmost `X-Forwarded-For` entry if it is an IP address. Several header lines count
+/// as one comma list in order (RFC 9110 §5.3), so the rightmost is on the last line.
+pub fn forwarded_for(headers: &axum::http::HeaderMap) -> Option<std::net::IpAddr> {
+    let last = headers.get_all("x-forwarded-for").iter().next_back()?;
+    last.to_str().ok()?.rsplit(',').next()?.trim().parse().ok()
+}
 
 impl FromRequestParts<AppState> for ClientIp {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if state.config.trust_proxy {
-            let fwd = parts
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok());
-            if let Some(ip) = fwd
-                .and_then(|v| v.split(',').next())
-                .map(str::trim)
-                .filter(|s| s.parse::<std::net::IpAddr>().is_ok())
-            {
+            if let Some(ip) = forwarded_for(&parts.headers) {
                 return Ok(ClientIp(ip.to_string()));
             }
         }
@@ -153,5 +165,102 @@ impl FromRequestParts<AppState> for ClientIp {
             .get::<ConnectInfo<super::direct::Peer>>()
             .map(|c| c.0 .0.ip().to_string());
         Ok(ClientIp(peer.unwrap_or_else(|| "unknown".into())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderValue, Request};
+    use proptest::prelude::*;
+
+    fn parts(values: &[HeaderValue]) -> Parts {
+        let mut req = Request::builder().uri("/api/me");
+        for v in values {
+            req = req.header(header::AUTHORIZATION, v.clone());
+        }
+        req.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn bearer_header_edge_cases() {
+        let one = |v: &str| {
+            bearer(&parts(&[HeaderValue::from_str(v).unwrap()])).map(|t| t.map(str::to_string))
+        };
+        assert_eq!(one("Bearer abc").unwrap().as_deref(), Some("abc"));
+        assert_eq!(one("bEaReR   abc  ").unwrap().as_deref(), Some("abc"));
+        assert_eq!(one("Basic abc").unwrap(), None);
+        assert!(matches!(one("Bearer"), Err(ApiError::InvalidRequest(_))));
+        assert!(matches!(
+            one("Bearer    "),
+            Err(ApiError::InvalidRequest(_))
+        ));
+        let two = [
+            HeaderValue::from_static("Bearer a"),
+            HeaderValue::from_static("Bearer b"),
+        ];
+        assert!(matches!(
+            bearer(&parts(&two)),
+            Err(ApiError::InvalidRequest(_))
+        ));
+        let latin1 = HeaderValue::from_bytes(b"Bearer \xe9t\xe9").unwrap();
+        assert!(matches!(
+            bearer(&parts(&[latin1])),
+            Err(ApiError::InvalidRequest(_))
+        ));
+    }
+
+    #[test]
+    fn forwarded_for_takes_the_rightmost_entry() {
+        let mut h = axum::http::HeaderMap::new();
+        assert_eq!(forwarded_for(&h), None);
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.1.1.1, 2.2.2.2"),
+        );
+        assert_eq!(forwarded_for(&h), Some([2, 2, 2, 2].into()));
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("3.3.3.3,  ::1 "),
+        );
+        assert_eq!(
+            forwarded_for(&h),
+            Some(std::net::Ipv6Addr::LOCALHOST.into())
+        );
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("4.4.4.4, unknown"),
+        );
+        assert_eq!(forwarded_for(&h), None);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any bytes a client can put in Authorization (one header or two): no panic; a
+        /// token is only ever returned for the Bearer scheme and is never empty or padded.
+        #[test]
+        fn bearer_never_panics(
+            scheme in prop_oneof![Just(""), Just("Bearer "), Just("bEARER"), Just(" bearer\t ")],
+            // Mostly bytes a header value may hold, so most cases get past hyper's check.
+            tail in proptest::collection::vec(prop_oneof![9 => 0x20u8..=0xff, 1 => any::<u8>()], 0..80),
+            twice in any::<bool>(),
+        ) {
+            let raw = [scheme.as_bytes(), &tail].concat();
+            let Ok(v) = HeaderValue::from_bytes(&raw) else {
+                return Ok(()); // not a header value hyper would ever hand us
+            };
+            let values = if twice { vec![v.clone(), v] } else { vec![v] };
+            match bearer(&parts(&values)) {
+                Ok(Some(token)) => {
+                    prop_assert!(!twice);
+                    prop_assert!(!token.is_empty() && token.trim() == token);
+                    let text = std::str::from_utf8(&raw).unwrap().trim_start();
+                    prop_assert!(text[..6].eq_ignore_ascii_case("bearer"));
+                }
+                Ok(None) => prop_assert!(!twice),
+                Err(e) => prop_assert!(matches!(e, ApiError::InvalidRequest(_))),
+            }
+        }
     }
 }

@@ -24,11 +24,7 @@ impl Service {
                 retry_after_secs: retry.max(1),
             });
         }
-        let me = self.clone();
-        let (u, p) = (username.to_string(), password.to_string());
-        let who = tokio::task::spawn_blocking(move || me.users.check_password(&u, &p))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let who = self.users.check_password(username, password).await?;
         let Some(who) = who else {
             store
                 .add_login_failure(&key, Duration::from_secs(60))

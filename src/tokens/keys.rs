@@ -53,10 +53,10 @@ pub fn ensure_data_dir(dir: &Path) -> Result<(), KeyError> {
 }
 
 /// Reads a secret file, generating `len` random bytes (mode 0600) on first start.
-/// Refuses a world-writable file: anyone could have planted the key.
+/// Refuses one that group or other may read or write ([`read_private`]).
 pub fn load_or_create_secret(path: &Path, len: usize) -> Result<Vec<u8>, KeyError> {
     if path.exists() {
-        return read_secret(path);
+        return read_private(path);
     }
     let mut bytes = vec![0u8; len];
     rand::fill(&mut bytes[..]);
@@ -72,13 +72,22 @@ pub fn load_or_create_secret(path: &Path, len: usize) -> Result<Vec<u8>, KeyErro
     Ok(bytes)
 }
 
-/// Reads an existing secret file, refusing world-writable ones.
-pub fn read_secret(path: &Path) -> Result<Vec<u8>, KeyError> {
+/// Reads a secret or private key file that must be the server's alone. Refuses one that
+/// group or other may read or write: anyone else on the machine could copy it and forge
+/// tokens, or have planted it. The message names the file and the fix.
+pub fn read_private(path: &Path) -> Result<Vec<u8>, KeyError> {
     let meta = fs::metadata(path).map_err(io_err(path))?;
-    if meta.permissions().mode() & 0o002 != 0 {
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o066 != 0 {
+        let who = if mode & 0o044 != 0 {
+            "readable"
+        } else {
+            "writable"
+        };
         return Err(KeyError::Invalid(format!(
-            "{} is world-writable; refusing to use it",
-            path.display()
+            "{p} is {who} by group or other (mode {mode:04o}); anyone on this machine could \
+             use it to forge tokens. Fix: chmod 600 {p}",
+            p = path.display()
         )));
     }
     fs::read(path).map_err(io_err(path))
@@ -156,6 +165,23 @@ mod tests {
         );
         assert_eq!(load_or_create_secret(&p, 32).unwrap(), a);
         fs::set_permissions(&p, fs::Permissions::from_mode(0o666)).unwrap();
-        assert!(read_secret(&p).is_err());
+        assert!(read_private(&p).is_err());
+    }
+
+    #[test]
+    fn group_or_other_access_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("secret");
+        fs::write(&p, [1u8; 32]).unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o620, 0o602] {
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            let err = read_private(&p).unwrap_err().to_string();
+            assert!(err.contains(&p.display().to_string()), "{err}");
+            assert!(err.contains("chmod 600"), "{err}");
+        }
+        for mode in [0o600, 0o400, 0o700] {
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(read_private(&p).unwrap(), vec![1u8; 32]);
+        }
     }
 }

@@ -49,7 +49,7 @@ impl RefreshTokens {
         if it.next().is_some() || sid.is_empty() || sid.len() > 64 {
             return None;
         }
-        let gen = gen.parse().ok()?;
+        let gen = canonical_u64(gen)?;
         let mac = B64.decode(mac).ok()?;
         Some(Presented {
             sid: sid.to_string(),
@@ -63,6 +63,18 @@ impl RefreshTokens {
         let want = self.mac(&p.sid, p.gen, nonce).finalize().into_bytes();
         want.as_slice().ct_eq(&p.mac).into()
     }
+}
+
+/// A generation exactly as [`RefreshTokens::mint`] writes it: ASCII digits, no sign, no
+/// leading zero. `str::parse` also takes `+0` and `007`, which would give one generation
+/// several spellings (and several tokens that all look valid).
+fn canonical_u64(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    let digits = !b.is_empty() && b.iter().all(u8::is_ascii_digit);
+    if !digits || (b.len() > 1 && b[0] == b'0') {
+        return None;
+    }
+    s.parse().ok()
 }
 
 #[cfg(test)]
@@ -83,5 +95,57 @@ mod tests {
         assert!(RefreshTokens::parse("a.b").is_none());
         assert!(RefreshTokens::parse("a.x.AAAA").is_none());
         assert!(RefreshTokens::parse("a.1.AA.extra").is_none());
+    }
+
+    #[test]
+    fn generation_must_be_canonical_decimal() {
+        let r = RefreshTokens::new(vec![7; 32]);
+        let t = r.mint("abc", 0, "n1");
+        let mac = t.rsplit('.').next().unwrap();
+        assert_eq!(RefreshTokens::parse(&t).unwrap().gen, 0);
+        for gen in [
+            "+0",
+            "00",
+            "007",
+            "-1",
+            " 1",
+            "1 ",
+            "",
+            "0x1",
+            "1_0",
+            "١",
+            "18446744073709551616",
+        ] {
+            assert!(
+                RefreshTokens::parse(&format!("abc.{gen}.{mac}")).is_none(),
+                "generation {gen:?} accepted"
+            );
+        }
+        let max = format!("abc.{}.{mac}", u64::MAX);
+        assert_eq!(RefreshTokens::parse(&max).unwrap().gen, u64::MAX);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Whatever a client sends, parsing returns `None` or a token that mints back to
+        /// the same text: it never panics and never takes two spellings of one token.
+        #[test]
+        fn parse_never_panics_and_round_trips(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120)) {
+            let text = String::from_utf8_lossy(&bytes);
+            if let Some(p) = RefreshTokens::parse(&text) {
+                let again = format!("{}.{}.{}", p.sid, p.gen, B64.encode(&p.mac));
+                proptest::prop_assert_eq!(again, text.to_string());
+            }
+        }
+
+        /// Structured near-misses: every field mutated, including a well-formed MAC.
+        #[test]
+        fn near_miss_tokens_never_panic(sid in "[ -~]{0,70}", gen in "[+0-9a -]{0,22}", mac in "[A-Za-z0-9_=+/-]{0,48}") {
+            let text = format!("{sid}.{gen}.{mac}");
+            if let Some(p) = RefreshTokens::parse(&text) {
+                proptest::prop_assert_eq!(p.gen.to_string(), gen);
+            }
+        }
     }
 }

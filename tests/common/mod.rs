@@ -149,6 +149,11 @@ impl TestApp {
         self.child = Some(child);
     }
 
+    /// The server's process id, for reading `/proc/<pid>/` in resource tests.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server is running").id()
+    }
+
     /// Everything the server printed so far.
     pub fn logs(&self) -> String {
         self.log.lock().unwrap().clone()
