@@ -6,6 +6,7 @@ pub mod device;
 pub mod direct;
 pub mod events;
 pub mod extract;
+pub mod hardening;
 pub mod ops;
 pub mod ws;
 
@@ -31,7 +32,8 @@ pub struct AppState {
 
 /// Every route of DESIGN.md.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let cors = hardening::cors(&state.config);
+    let app = Router::new()
         .route("/auth/login", post(auth::login))
         .route("/auth/refresh", post(auth::refresh))
         .route("/auth/ticket", post(auth::ticket))
@@ -61,5 +63,10 @@ pub fn router(state: AppState) -> Router {
         .route("/favicon.ico", get(ops::favicon))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
+        .with_state(state);
+    // Outermost, so preflights are answered before routing.
+    match cors {
+        Some(cors) => app.layer(cors),
+        None => app,
+    }
 }

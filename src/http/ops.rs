@@ -1,12 +1,13 @@
-//! Operational routes: health, metrics, JWKS, and the embedded demo page.
+//! Operational routes: health, metrics, JWKS, and the embedded demo page (served with the
+//! browser hardening headers of [`super::hardening`]).
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::AppState;
+use super::{hardening, AppState};
 use crate::hub::Kind;
 
 /// `GET /healthz`.
@@ -44,16 +45,22 @@ pub async fn jwks(State(st): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// The demo page, compiled in so `cargo run` serves it from any directory.
-pub async fn index() -> impl IntoResponse {
-    static_file(
+/// The demo page, compiled in so `cargo run` serves it from any directory. Its CSP names
+/// the WebSocket origin of the host it was loaded from.
+pub async fn index(headers: HeaderMap) -> Response {
+    let mut r = static_file(
         "text/html; charset=utf-8",
         include_str!("../../static/index.html"),
-    )
+    );
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        hardening::page_csp(&headers),
+    );
+    r
 }
 
 /// `GET /app.js`.
-pub async fn app_js() -> impl IntoResponse {
+pub async fn app_js() -> Response {
     static_file(
         "text/javascript; charset=utf-8",
         include_str!("../../static/app.js"),
@@ -61,7 +68,7 @@ pub async fn app_js() -> impl IntoResponse {
 }
 
 /// `GET /token-client.js`.
-pub async fn client_js() -> impl IntoResponse {
+pub async fn client_js() -> Response {
     static_file(
         "text/javascript; charset=utf-8",
         include_str!("../../static/token-client.js"),
@@ -69,7 +76,7 @@ pub async fn client_js() -> impl IntoResponse {
 }
 
 /// `GET /style.css`.
-pub async fn style() -> impl IntoResponse {
+pub async fn style() -> Response {
     static_file(
         "text/css; charset=utf-8",
         include_str!("../../static/style.css"),
@@ -77,7 +84,7 @@ pub async fn style() -> impl IntoResponse {
 }
 
 /// `GET /timeline.js`: the demo page's SVG timeline.
-pub async fn timeline_js() -> impl IntoResponse {
+pub async fn timeline_js() -> Response {
     static_file(
         "text/javascript; charset=utf-8",
         include_str!("../../static/timeline.js"),
@@ -85,7 +92,7 @@ pub async fn timeline_js() -> impl IntoResponse {
 }
 
 /// `GET /admin.js`: the demo page's admin console.
-pub async fn admin_js() -> impl IntoResponse {
+pub async fn admin_js() -> Response {
     static_file(
         "text/javascript; charset=utf-8",
         include_str!("../../static/admin.js"),
@@ -93,17 +100,25 @@ pub async fn admin_js() -> impl IntoResponse {
 }
 
 /// `GET /favicon.svg` (and `/favicon.ico`, which browsers ask for on their own).
-pub async fn favicon() -> impl IntoResponse {
+pub async fn favicon() -> Response {
     static_file("image/svg+xml", include_str!("../../static/favicon.svg"))
 }
 
-fn static_file(ctype: &'static str, body: &'static str) -> impl IntoResponse {
-    (
+/// A compiled-in file with the hardening headers of [`hardening`].
+fn static_file(ctype: &'static str, body: &'static str) -> Response {
+    let mut r = (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, ctype),
             (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, hardening::CSP),
         ],
         body,
     )
+        .into_response();
+    for (name, value) in hardening::STATIC_HEADERS {
+        r.headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
+    r
 }

@@ -9,7 +9,9 @@ export const PASSWORD = 'browser-test-password';
 const BIN = resolve(import.meta.dirname, '../../target/debug/tokenpush');
 
 export class Server {
-  constructor() {
+  /** `extraArgs`: more tokenpush flags (e.g. `--allowed-origins`). */
+  constructor(extraArgs = []) {
+    this.extraArgs = extraArgs;
     this.dir = mkdtempSync(join(tmpdir(), 'tokenpush-browser-'));
     const hash = execFileSync(BIN, ['hash-password'], { input: PASSWORD }).toString().trim();
     this.users = join(this.dir, 'users.toml');
@@ -20,7 +22,7 @@ export class Server {
 
   async start() {
     const args = ['--listen', `127.0.0.1:${this.port}`, '--data-dir', join(this.dir, 'data'), '--users', this.users,
-      '--access-ttl', '6s', '--renew-lead', '2s', '--renew-jitter', '0s', '--heartbeat', '2s', '--grace', '5s'];
+      '--access-ttl', '6s', '--renew-lead', '2s', '--renew-jitter', '0s', '--heartbeat', '2s', '--grace', '5s', ...this.extraArgs];
     this.proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc.stderr.on('data', (d) => (this.log += d));
     this.url = await new Promise((ok, fail) => {

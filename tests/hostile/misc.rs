@@ -175,3 +175,144 @@ async fn device_id_loses_bidi_and_invisible_characters() {
     let (_, list) = app.get_auth("/admin/sessions", access).await;
     assert_eq!(list["sessions"][0]["device"], "phonetxt.exe");
 }
+
+#[tokio::test]
+async fn served_pages_carry_browser_hardening_headers() {
+    let app = TestApp::spawn(&[]).await;
+    for path in ["/", "/app.js", "/token-client.js", "/style.css"] {
+        let r = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let h = r.headers();
+        let csp = h["content-security-policy"].to_str().unwrap();
+        for want in [
+            "script-src 'self'",
+            "style-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(want), "{path}: CSP {csp:?} lacks {want}");
+        }
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+    }
+    let r = app.client.get(app.url("/")).send().await.unwrap();
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let host = app.base.trim_start_matches("http://");
+    assert!(csp.contains(&format!("ws://{host}")), "{csp}");
+    // The page itself has no inline script or style for the CSP to block.
+    let page = r.text().await.unwrap();
+    assert!(
+        !page.contains("<script>") && !page.contains("style="),
+        "inline code in index.html"
+    );
+}
+
+/// A CORS preflight for `POST /auth/refresh` from `origin`: (status, Access-Control-Allow-Origin).
+async fn preflight(app: &TestApp, origin: &str) -> (u16, Option<String>) {
+    let r = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/auth/refresh"))
+        .header("Origin", origin)
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    let allow = r
+        .headers()
+        .get("access-control-allow-origin")
+        .map(|v| v.to_str().unwrap().to_string());
+    (r.status().as_u16(), allow)
+}
+
+#[tokio::test]
+async fn cors_allows_exactly_the_listed_origins() {
+    let app = TestApp::spawn(&["--allowed-origins", "http://app.example:3000"]).await;
+    let (st, allow) = preflight(&app, "http://app.example:3000").await;
+    assert_eq!(
+        (st, allow.as_deref()),
+        (200, Some("http://app.example:3000"))
+    );
+    let (_, allow) = preflight(&app, "http://evil.example").await;
+    assert_eq!(allow, None, "an unlisted origin was allowed");
+    // The actual response carries the header too, and never allows credentials.
+    let r = app
+        .client
+        .post(app.url("/auth/refresh"))
+        .header("Origin", "http://app.example:3000")
+        .json(&json!({"refresh_token": "nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "http://app.example:3000"
+    );
+    assert!(r
+        .headers()
+        .get("access-control-allow-credentials")
+        .is_none());
+
+    // Default (own origin only): no CORS for anyone.
+    let own = TestApp::spawn(&[]).await;
+    let origin = own.base.clone();
+    assert_eq!(preflight(&own, &origin).await.1, None);
+    assert_eq!(preflight(&own, "http://app.example:3000").await.1, None);
+}
+
+/// Every byte of `raw` percent-encoded, as a query value.
+fn percent_encode(raw: &[u8]) -> String {
+    raw.iter().map(|b| format!("%{b:02X}")).collect()
+}
+
+/// Property test through the real binary: arbitrary bytes as the `ticket` of `/events`
+/// (served directly or by hyper) and `/ws`, and as the refresh token of `/auth/ticket`,
+/// always get the documented refusal and never hurt the server.
+#[tokio::test]
+async fn arbitrary_tickets_and_tokens_are_refused_cleanly() {
+    use proptest::strategy::{Strategy, ValueTree};
+    let app = TestApp::spawn(&[]).await;
+    let mut runner = proptest::test_runner::TestRunner::default();
+    let bytes = proptest::collection::vec(proptest::prelude::any::<u8>(), 0..96);
+    for _ in 0..48 {
+        let raw = bytes.new_tree(&mut runner).unwrap().current();
+        let ticket = percent_encode(&raw);
+        // A fresh connection each time, so `/events` takes the direct path too.
+        let fresh = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        for client in [&app.client, &fresh] {
+            let r = client
+                .get(app.url(&format!("/events?ticket={ticket}")))
+                .send()
+                .await
+                .unwrap();
+            let (st, body) = status_json(r).await;
+            assert_eq!(
+                (st, body["error"].as_str()),
+                (401, Some("invalid_ticket")),
+                "ticket bytes {raw:?}"
+            );
+        }
+        let ws = crate::common::Ws::open(app.port, &ticket, None).await.err();
+        assert_eq!(ws, Some(401), "ws ticket bytes {raw:?}");
+        let text = String::from_utf8_lossy(&raw).to_string();
+        let (st, body) = app
+            .post_json("/auth/ticket", json!({"refresh_token": text}))
+            .await;
+        assert!(st == 400, "refresh token {raw:?}: {st} {body}");
+        assert!(
+            matches!(
+                body["error"].as_str(),
+                Some("invalid_grant" | "invalid_request")
+            ),
+            "{body}"
+        );
+    }
+    assert_eq!(app.get_text("/healthz").await, r#"{"status":"ok"}"#);
+}
