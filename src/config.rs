@@ -117,7 +117,8 @@ pub struct Config {
     /// Lifetime of a single-use channel ticket.
     #[arg(long, env = "TOKENPUSH_TICKET_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub ticket_ttl: Duration,
-    /// Origins allowed to open a WebSocket: comma list, `*` for any; default the server's own origin.
+    /// Origins allowed to open a WebSocket and to call the API cross-origin (CORS): comma list,
+    /// `*` for any; default the server's own origin (then no CORS headers at all).
     #[arg(long, env = "TOKENPUSH_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
     /// `iss` claim (default `http://<listen>`).
