@@ -18,9 +18,10 @@ use tokio::sync::Semaphore;
 /// default parameters fills 19 MiB; unbounded, 40 parallel logins took 800 MB.
 const HASH_MEMORY_BUDGET_KIB: u32 = 96 * 1024;
 
-/// Logins that may wait for a hashing slot, per slot. A short queue: beyond it waiting
-/// would only add latency, so the client is told to retry instead (503 + `Retry-After`).
-const QUEUE_PER_SLOT: usize = 8;
+/// Logins that may wait for a hashing slot, per slot: with ~25 ms per hash, under a second
+/// of waiting. Beyond it waiting would only add latency, so the client is told to retry
+/// instead (503 + `Retry-After`).
+const QUEUE_PER_SLOT: usize = 32;
 
 /// Name of the generated demo users file in the data dir.
 pub const DEMO_USERS_FILE: &str = "demo-users.toml";
