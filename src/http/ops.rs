@@ -75,6 +75,14 @@ pub async fn client_js() -> Response {
     )
 }
 
+/// `GET /tokenpush-client.js`: the built browser client (clients/js, committed build output).
+pub async fn tokenpush_client_js() -> Response {
+    static_file(
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/tokenpush-client.js"),
+    )
+}
+
 /// `GET /style.css`.
 pub async fn style() -> Response {
     static_file(
