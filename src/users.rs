@@ -76,8 +76,9 @@ pub struct HashGate {
 }
 
 impl HashGate {
-    /// Slots from the core count and memory budget; `QUEUE_PER_SLOT` waiters per slot.
-    pub fn new() -> Self {
+    /// Slots from the core count and the memory budget for hashes of `hash_kib` each (the
+    /// largest `m` of the users file); `QUEUE_PER_SLOT` waiters per slot.
+    pub fn new(hash_kib: u32) -> Self {
         // glibc serves a freed 19 MiB block's size from per-thread heap arenas afterwards
         // (its mmap threshold adapts upward) and keeps the pages: over a flood each blocking
         // thread's arena held its own copies, +270 MiB with two slots. Allocations of 1 MiB
@@ -88,7 +89,7 @@ impl HashGate {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let by_memory = (HASH_MEMORY_BUDGET_KIB / Params::DEFAULT_M_COST) as usize;
+        let by_memory = (HASH_MEMORY_BUDGET_KIB / hash_kib.max(1)) as usize;
         Self::with_slots(cores.min(by_memory).max(1))
     }
 
@@ -127,10 +128,9 @@ impl HashGate {
     }
 }
 
-impl Default for HashGate {
-    fn default() -> Self {
-        Self::new()
-    }
+/// The memory (KiB) checking a PHC string costs: its `m` parameter.
+fn memory_kib(phc: &str) -> Option<u32> {
+    PasswordHash::new(phc).ok()?.params.get_decimal("m")
 }
 
 /// Hashes a password as an argon2id PHC string.
@@ -244,11 +244,15 @@ impl Directory {
     }
 
     fn from_users(list: Vec<User>) -> Self {
+        let hash_kib = list
+            .iter()
+            .filter_map(|u| memory_kib(&u.password_hash))
+            .fold(Params::DEFAULT_M_COST, u32::max);
         Directory {
             users: list.into_iter().map(|u| (u.name.clone(), u)).collect(),
             overrides: DashMap::new(),
             dummy_hash: hash_password("not a real password"),
-            gate: HashGate::new(),
+            gate: HashGate::new(hash_kib),
         }
     }
 
@@ -323,6 +327,17 @@ mod tests {
         assert!(d.check_password("nobody", "pw").await.unwrap().is_none());
         d.set_roles("carol", vec![]);
         assert!(d.identity("carol").unwrap().roles.is_empty());
+    }
+
+    #[test]
+    fn hash_memory_is_read_from_the_phc_string() {
+        assert_eq!(
+            memory_kib(&hash_password("pw")),
+            Some(Params::DEFAULT_M_COST)
+        );
+        let big = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHRzYWx0$MTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTI";
+        assert_eq!(memory_kib(big), Some(65536));
+        assert_eq!(memory_kib("not a hash"), None);
     }
 
     #[tokio::test]
