@@ -257,6 +257,13 @@ async fn cors_allows_exactly_the_listed_origins() {
         .get("access-control-allow-credentials")
         .is_none());
 
+    // `*`: any origin, still without credentials.
+    let any = TestApp::spawn(&["--allowed-origins", "*"]).await;
+    assert_eq!(
+        preflight(&any, "http://evil.example").await,
+        (200, Some("*".into()))
+    );
+
     // Default (own origin only): no CORS for anyone.
     let own = TestApp::spawn(&[]).await;
     let origin = own.base.clone();
