@@ -752,9 +752,8 @@ class Client {
     }
     // ---- cross-tab ----
     attach() {
-        if (!this.browser || !this.shared)
+        if (!this.shared)
             return;
-        this.openBc();
         if (this.store.subscribe) {
             this.unsubs.push(this.store.subscribe((key) => {
                 if (key === null || key === this.k('tokens'))
@@ -768,6 +767,9 @@ class Client {
                     this.electionTick();
             }));
         }
+        if (!this.browser)
+            return;
+        this.openBc();
         const w = globalThis;
         const d = globalThis.document;
         const listen = (t, type, h) => {

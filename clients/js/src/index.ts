@@ -956,8 +956,7 @@ class Client implements TokenpushClient {
   // ---- cross-tab ----
 
   private attach() {
-    if (!this.browser || !this.shared) return;
-    this.openBc();
+    if (!this.shared) return;
     if (this.store.subscribe) {
       this.unsubs.push(
         this.store.subscribe((key) => {
@@ -969,6 +968,8 @@ class Client implements TokenpushClient {
         }),
       );
     }
+    if (!this.browser) return;
+    this.openBc();
     const w = globalThis as unknown as Window;
     const d = (globalThis as { document?: Document }).document;
     const listen = (t: EventTarget | undefined, type: string, h: (e: Event) => void) => {
