@@ -148,6 +148,10 @@ pub struct Config {
     /// Failed logins allowed per client address and username per minute.
     #[arg(long, env = "TOKENPUSH_LOGIN_FAILURES", default_value_t = 10)]
     pub login_failures: u32,
+    /// The whole request head must arrive within this, on every connection; an idle
+    /// keep-alive connection is closed when no new request head completes within it.
+    #[arg(long, env = "TOKENPUSH_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
     /// Field ids (`access_ttl`, …) given by flag or env var rather than defaulted.
     #[arg(skip)]
     pub explicit: std::collections::HashSet<String>,

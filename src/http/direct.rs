@@ -3,129 +3,146 @@
 //! idle SSE channel cost ~18 KiB. A new connection whose first bytes are `GET /events` is
 //! served here instead: the request head is parsed with `httparse`, then the same frames as
 //! the axum handler are written as chunked HTTP/1.1. Every other connection (including
-//! `/events` on a reused keep-alive connection) goes to axum unchanged.
+//! `/events` on a reused keep-alive connection) goes to hyper with the bytes read so far.
+//! The server's connection task calls [`first_bytes`], [`read_head`] and
+//! [`serve`] with one deadline for the whole head.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::connect_info::Connected;
 use axum::response::IntoResponse;
-use axum::serve::{IncomingStream, Listener};
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
 
 use super::events::{frames, EventsQuery, HEADERS};
 use crate::error::ApiError;
 use crate::hub::Kind;
 use crate::service::Service;
 
-/// How long a new connection may take to send its first bytes before it is handed to hyper.
-const FIRST_BYTES: Duration = Duration::from_secs(10);
 /// Largest request head accepted on the direct path.
-const MAX_HEAD: usize = 8192;
+pub const MAX_HEAD: usize = 8192;
+/// The request-line starts served here.
+const WANT: [&[u8]; 2] = [b"GET /events?", b"GET /events "];
 
 /// The peer address of a connection, for `ConnectInfo`.
 #[derive(Clone, Copy, Debug)]
 pub struct Peer(pub SocketAddr);
 
-impl Connected<IncomingStream<'_, SplitListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, SplitListener>) -> Self {
-        Peer(*stream.remote_addr())
-    }
+/// How a fresh connection starts.
+pub enum First {
+    /// `GET /events`: served here; the bytes read so far.
+    Events(Vec<u8>),
+    /// Anything else: the bytes read so far, to put back in front for hyper.
+    Other(Vec<u8>),
 }
 
-/// What axum accepts from: every connection the direct path did not take.
-pub struct SplitListener {
-    rx: mpsc::Receiver<(TcpStream, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl Listener for SplitListener {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
-        match self.rx.recv().await {
-            Some(conn) => conn,
-            // The accept loop ended (it never does while the listener lives): stay idle.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
-    }
-}
-
-/// Starts accepting on `listener`: fresh `/events` connections are served here, the rest
-/// are passed to the returned listener for axum.
-pub fn split(
-    listener: TcpListener,
-    svc: Arc<Service>,
-    heartbeat: Duration,
-) -> std::io::Result<SplitListener> {
-    let local = listener.local_addr()?;
-    // Bounded: if axum stops accepting, the accept loop waits instead of piling up sockets.
-    let (tx, rx) = mpsc::channel(1024);
-    tokio::spawn(async move {
-        loop {
-            let (stream, addr) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of fds and the like: back off briefly, as axum's own loop does.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let (tx, svc) = (tx.clone(), svc.clone());
-            tokio::spawn(async move {
-                if is_events(&stream).await {
-                    serve(stream, svc, heartbeat).await;
-                } else {
-                    let _ = tx.send((stream, addr)).await;
-                }
-            });
-        }
-    });
-    Ok(SplitListener { rx, local })
-}
-
-/// Peeks (without consuming) until the request line shows whether this is `GET /events`.
-async fn is_events(stream: &TcpStream) -> bool {
-    const WANT: &[&[u8]] = &[b"GET /events?", b"GET /events "];
+/// Reads (never more than the 12 bytes that decide) until the request line shows whether
+/// this is `GET /events`. `None` when the client closes, fails or stalls past `deadline`.
+/// Each read waits for new bytes, so a stalled client costs no CPU.
+pub async fn first_bytes(stream: &mut TcpStream, deadline: Instant) -> Option<First> {
     let mut buf = [0u8; 12];
-    let deadline = tokio::time::Instant::now() + FIRST_BYTES;
+    let mut n = 0;
     loop {
-        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => n,
-            _ => return false,
-        };
-        if n == buf.len() {
-            return WANT.iter().any(|w| buf == **w);
+        match timeout_at(deadline, stream.read(&mut buf[n..])).await {
+            Ok(Ok(k)) if k > 0 => n += k,
+            _ => return None,
+        }
+        if n == buf.len() && WANT.contains(&&buf[..]) {
+            return Some(First::Events(buf.to_vec()));
         }
         if !WANT.iter().any(|w| w.starts_with(&buf[..n])) {
-            return false;
+            return Some(First::Other(buf[..n].to_vec()));
         }
-        // A prefix so far: wait for more of the request line.
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
-async fn serve(mut stream: TcpStream, svc: Arc<Service>, heartbeat: Duration) {
+/// What the direct path needs from a request head.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Head {
+    /// The query string (after `?`), undecoded.
+    pub query: String,
+    /// A `Last-Event-ID` header, when present and UTF-8.
+    pub last_event_id: Option<String>,
+}
+
+/// Why no head came.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeadError {
+    /// Closed, failed or stalled past the deadline: nothing to answer.
+    Gone,
+    /// Not an HTTP/1.x request head, or larger than [`MAX_HEAD`]: answered 400.
+    Malformed,
+}
+
+/// Parses a request head from `buf`: `Ok(None)` while it is incomplete.
+pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => {
+            let path = req.path.ok_or(HeadError::Malformed)?;
+            let query = path.split_once('?').map_or("", |(_, q)| q).to_string();
+            let last_event_id = req
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("last-event-id"))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
+                .map(str::to_string);
+            Ok(Some(Head {
+                query,
+                last_event_id,
+            }))
+        }
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Ok(None),
+        _ => Err(HeadError::Malformed),
+    }
+}
+
+/// Reads the rest of the head after `read`, all of it by `deadline`.
+pub async fn read_head(
+    stream: &mut TcpStream,
+    read: Vec<u8>,
+    deadline: Instant,
+) -> Result<Head, HeadError> {
+    let mut buf = read;
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(head) = parse_head(&buf)? {
+            return Ok(head);
+        }
+        match timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return Err(HeadError::Gone),
+        }
+    }
+}
+
+/// Serves one SSE channel on a socket whose head was read: opens the channel with the
+/// ticket, then writes its frames as chunks until it ends or the client goes away.
+pub async fn serve(
+    mut stream: TcpStream,
+    head: Result<Head, HeadError>,
+    svc: Arc<Service>,
+    heartbeat: Duration,
+) {
     let _ = stream.set_nodelay(true);
-    let Some((query, last_event_id)) = read_head(&mut stream).await else {
-        let _ = stream
-            .write_all(
-                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-            )
-            .await;
-        return;
+    let head = match head {
+        Ok(h) => h,
+        Err(HeadError::Gone) => return,
+        Err(HeadError::Malformed) => {
+            let _ = stream
+                .write_all(
+                    b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await;
+            return;
+        }
     };
+    let (query, last_event_id) = (head.query, head.last_event_id);
     let q: EventsQuery = serde_urlencoded::from_str(&query).unwrap_or(EventsQuery {
         ticket: String::new(),
         last_event_id: None,
@@ -177,43 +194,6 @@ async fn write_chunk(stream: &mut TcpStream, data: &Bytes) -> std::io::Result<()
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
     stream.write_all(&out).await
-}
-
-/// Reads the request head; returns the query string and any `Last-Event-ID` header.
-async fn read_head(stream: &mut TcpStream) -> Option<(String, Option<String>)> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = tokio::time::timeout(FIRST_BYTES, stream.read(&mut chunk))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf) {
-            Ok(httparse::Status::Complete(_)) => {
-                let path = req.path?;
-                let query = path
-                    .split_once('?')
-                    .map(|(_, q)| q)
-                    .unwrap_or("")
-                    .to_string();
-                let last = req
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("last-event-id"))
-                    .and_then(|h| std::str::from_utf8(h.value).ok())
-                    .map(str::to_string);
-                return Some((query, last));
-            }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
-            _ => return None,
-        }
-    }
 }
 
 /// Writes the same error response axum would (status, JSON body, headers).

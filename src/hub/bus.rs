@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::event::TokensPush;
 
@@ -41,16 +43,23 @@ impl Bus {
         Bus { tx: None }
     }
 
-    /// Joins the Redis bus: returns the bus and a stream of other nodes' events.
+    /// Joins the Redis bus: returns the bus and a stream of other nodes' events. Its
+    /// subscriber and publisher are tasks of `tasks` and end when `stop` is cancelled.
     pub fn redis(
         client: redis::Client,
         conn: redis::aio::ConnectionManager,
+        tasks: &TaskTracker,
+        stop: CancellationToken,
     ) -> (Self, mpsc::UnboundedReceiver<BusEvent>) {
         let node = crate::tokens::random_id(9);
         let (in_tx, in_rx) = mpsc::unbounded_channel();
-        tokio::spawn(subscribe_forever(client, node.clone(), in_tx));
+        tasks.spawn(stop.clone().run_until_cancelled_owned(subscribe_forever(
+            client,
+            node.clone(),
+            in_tx,
+        )));
         let (out_tx, out_rx) = mpsc::channel(PUBLISH_QUEUE);
-        tokio::spawn(publish_forever(conn, node, out_rx));
+        tasks.spawn(stop.run_until_cancelled_owned(publish_forever(conn, node, out_rx)));
         (Bus { tx: Some(out_tx) }, in_rx)
     }
 

@@ -1,16 +1,20 @@
 //! Live channels: the registry of every open SSE/WS connection by session and user, with
 //! the channel limits, plus the renewal scheduler and the bus that carries events between nodes.
+//! Every registration holds a token of the server's task tracker, so shutdown waits for each
+//! channel to write its `reconnect` and close, whichever HTTP path serves it.
 
 pub mod bus;
 pub mod event;
 pub mod outbox;
 pub mod scheduler;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
+use rand::Rng;
+use tokio_util::task::task_tracker::{TaskTracker, TaskTrackerToken};
 
 pub use event::{Event, Reason, TokensPush};
 pub use outbox::Outbox;
@@ -62,6 +66,10 @@ pub struct Hub {
     by_kind: [AtomicUsize; 2],
     next_id: AtomicU64,
     limits: Limits,
+    /// The server's tracker: a live channel counts as one of its tasks.
+    tasks: TaskTracker,
+    /// Set once shutdown began: a channel registered after that gets `reconnect` at once.
+    closing: AtomicBool,
 }
 
 /// A registered channel; dropping it unregisters (so a vanished client never lingers).
@@ -72,6 +80,8 @@ pub struct Registration {
     pub id: u64,
     pub kind: Kind,
     pub outbox: Arc<Outbox>,
+    /// Keeps shutdown waiting until this channel is gone.
+    _task: TaskTrackerToken,
 }
 
 impl Drop for Registration {
@@ -81,8 +91,8 @@ impl Drop for Registration {
 }
 
 impl Hub {
-    /// An empty hub enforcing `limits`.
-    pub fn new(limits: Limits) -> Self {
+    /// An empty hub enforcing `limits`; each channel counts as a task of `tasks`.
+    pub fn new(limits: Limits, tasks: TaskTracker) -> Self {
         Hub {
             sessions: DashMap::new(),
             per_user: DashMap::new(),
@@ -90,6 +100,8 @@ impl Hub {
             by_kind: [AtomicUsize::new(0), AtomicUsize::new(0)],
             next_id: AtomicU64::new(1),
             limits,
+            tasks,
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -128,6 +140,12 @@ impl Hub {
         });
         *user_entry += 1;
         self.by_kind[kind as usize].fetch_add(1, Ordering::Relaxed);
+        // Checked while the session's shard is locked: `close` either saw this channel in
+        // its sweep or set the flag before this read, so no channel misses `reconnect`.
+        if self.closing.load(Ordering::SeqCst) {
+            outbox.push(reconnect());
+        }
+        drop(chans);
         let reg = Registration {
             hub: self.clone(),
             sid: sid.to_string(),
@@ -135,6 +153,7 @@ impl Hub {
             id,
             kind,
             outbox,
+            _task: self.tasks.token(),
         };
         Ok((reg, first))
     }
@@ -169,12 +188,15 @@ impl Hub {
         }
     }
 
-    /// Queues an event built per channel on every channel (shutdown's jittered `reconnect`).
-    pub fn deliver_all(&self, mut make: impl FnMut() -> Event) -> usize {
+    /// Shutdown: every channel, and any registered from now on, gets `reconnect` with a
+    /// jittered delay (so clients do not all come back in the same millisecond). Returns how
+    /// many channels were open.
+    pub fn close(&self) -> usize {
+        self.closing.store(true, Ordering::SeqCst);
         let mut n = 0;
         for chans in self.sessions.iter() {
             for c in chans.iter() {
-                c.outbox.push(make());
+                c.outbox.push(reconnect());
                 n += 1;
             }
         }
@@ -200,17 +222,26 @@ impl Hub {
     }
 }
 
+fn reconnect() -> Event {
+    Event::Reconnect {
+        retry_ms: rand::rng().random_range(250..2250),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn limits_refuse_without_touching_open_channels() {
-        let hub = Arc::new(Hub::new(Limits {
-            per_session: 2,
-            per_user: 3,
-            total: 4,
-        }));
+        let hub = Arc::new(Hub::new(
+            Limits {
+                per_session: 2,
+                per_user: 3,
+                total: 4,
+            },
+            TaskTracker::new(),
+        ));
         let a1 = hub.register("a", "u", Kind::Sse).unwrap();
         assert!(a1.1, "first channel of the session");
         let a2 = hub.register("a", "u", Kind::Ws).unwrap();
@@ -233,5 +264,32 @@ mod tests {
         assert!(!hub.has_channels("a"));
         assert_eq!(hub.live(Kind::Ws), 2);
         assert!(hub.register("e", "w", Kind::Sse).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod close_tests {
+    use super::*;
+
+    #[test]
+    fn close_reaches_open_and_later_channels_and_tracks_them() {
+        let tasks = TaskTracker::new();
+        let hub = Arc::new(Hub::new(
+            Limits {
+                per_session: 8,
+                per_user: 8,
+                total: 8,
+            },
+            tasks.clone(),
+        ));
+        let (a, _) = hub.register("a", "u", Kind::Sse).unwrap();
+        assert_eq!(tasks.len(), 1, "a channel is a tracked task");
+        assert_eq!(hub.close(), 1);
+        let (b, _) = hub.register("b", "u", Kind::Ws).unwrap();
+        for r in [&a, &b] {
+            assert!(matches!(r.outbox.pop(), Some(Event::Reconnect { .. })));
+        }
+        drop((a, b));
+        assert!(tasks.is_empty());
     }
 }

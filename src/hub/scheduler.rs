@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tokio_util::time::{delay_queue, DelayQueue};
 
 use crate::clock::{now_ms, Millis};
@@ -22,13 +24,19 @@ pub type Due = (String, Millis);
 impl Scheduler {
     /// Starts the task; each session id is sent on `due`, with its deadline, when that passes.
     /// Unbounded command queue: commands are tiny and the task only moves timers, so it keeps up.
-    pub fn spawn(due: mpsc::UnboundedSender<Due>) -> Self {
+    /// The task is one of `tasks` and ends when `stop` is cancelled.
+    pub fn spawn(
+        due: mpsc::UnboundedSender<Due>,
+        tasks: &TaskTracker,
+        stop: CancellationToken,
+    ) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<(String, Millis)>();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut queue: DelayQueue<Due> = DelayQueue::new();
             let mut keys: HashMap<String, delay_queue::Key> = HashMap::new();
             loop {
                 tokio::select! {
+                    _ = stop.cancelled() => break,
                     cmd = rx.recv() => {
                         let Some((sid, at)) = cmd else { break };
                         let wait = Duration::from_millis((at - now_ms()).max(0) as u64);
@@ -64,7 +72,7 @@ mod tests {
     #[tokio::test]
     async fn fires_once_at_the_latest_deadline() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let s = Scheduler::spawn(tx);
+        let s = Scheduler::spawn(tx, &TaskTracker::new(), CancellationToken::new());
         s.schedule("a", now_ms() + 10_000);
         s.schedule("b", now_ms() + 50);
         s.schedule("a", now_ms() + 100); // moved earlier

@@ -198,10 +198,7 @@ impl Service {
     /// Graceful shutdown: every channel gets `reconnect` with a jittered delay, so clients
     /// do not all come back in the same millisecond.
     pub fn shutdown_channels(&self) -> usize {
-        let mut rng = rand::rng();
-        self.hub.deliver_all(|| Event::Reconnect {
-            retry_ms: rng.random_range(250..2250),
-        })
+        self.hub.close()
     }
 }
 
