@@ -1,1 +1,144 @@
 //! Hostile clients: stalled, half-sent and dead connections (header timeout, keep-alive, ping and write timeouts).
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::common::TestApp;
+
+const S: Duration = Duration::from_secs(1);
+/// The `--header-timeout` these tests run with.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Open file descriptors of the server process.
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// CPU time (user + system) the server process used so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the `(comm)`: state is field 3; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn ticks_per_sec() -> u64 {
+    // SAFETY: sysconf only reads a system setting.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as u64
+}
+
+/// Waits until the server's fd count is back to `at_most`; returns how long that took.
+async fn fds_back_to(pid: u32, at_most: usize, within: Duration) -> Duration {
+    let start = Instant::now();
+    while fds(pid) > at_most {
+        assert!(
+            start.elapsed() < within,
+            "server still holds {} fds (want ≤ {at_most}) after {within:?}",
+            fds(pid)
+        );
+        tokio::time::sleep(S / 10).await;
+    }
+    start.elapsed()
+}
+
+/// Whether the server closed the connection within `wait` (EOF or reset on read).
+async fn closed_within(sock: &mut TcpStream, wait: Duration) -> bool {
+    let end = Instant::now() + wait;
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at(end, sock.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => continue, // a response (e.g. 408) before the close
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_and_half_sent_request_heads_are_released_within_the_header_timeout() {
+    let app = TestApp::spawn(&["--header-timeout", "2s"]).await;
+    let pid = app.pid();
+    let before = fds(pid);
+    const PREFIX: &[u8] = b"GET /events?";
+    let mut stalled = Vec::new();
+    for i in 0..1000 {
+        let mut sock = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+        // Every proper prefix of `GET /events?`, from one byte up.
+        sock.write_all(&PREFIX[..1 + i % (PREFIX.len() - 1)])
+            .await
+            .unwrap();
+        if i % 2 == 0 {
+            stalled.push(sock); // sends nothing more, stays open
+        } // else: closed right after the prefix
+    }
+    let sent = Instant::now();
+    // While they stall, the server waits without polling: CPU stays idle.
+    tokio::time::sleep(S / 4).await;
+    let cpu = cpu_ticks(pid);
+    tokio::time::sleep(S).await;
+    let busy = cpu_ticks(pid) - cpu;
+    assert!(
+        busy * 10 < ticks_per_sec(),
+        "server used {busy} ticks of CPU in 1 s holding stalled connections"
+    );
+    let took = fds_back_to(pid, before + 5, HEADER_TIMEOUT + 5 * S).await;
+    eprintln!(
+        "stalled/half-sent connections released {:?} after the last was sent",
+        sent.elapsed().min(took + S)
+    );
+    for mut sock in stalled {
+        assert!(closed_within(&mut sock, S).await, "stalled socket closed");
+    }
+    // Afterwards: idle.
+    let cpu = cpu_ticks(pid);
+    tokio::time::sleep(2 * S).await;
+    let busy = cpu_ticks(pid) - cpu;
+    assert!(
+        busy * 10 < ticks_per_sec(),
+        "server used {busy} ticks of CPU in 2 s idle"
+    );
+}
+
+#[tokio::test]
+async fn a_login_head_sent_a_byte_at_a_time_is_closed_at_the_header_timeout() {
+    let app = TestApp::spawn(&["--header-timeout", "2s"]).await;
+    let head = b"POST /auth/login HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+    let mut sock = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+    let start = Instant::now();
+    let mut closed = false;
+    for b in head.iter() {
+        if sock.write_all(&[*b]).await.is_err() || closed_within(&mut sock, S).await {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a head trickled a byte a second was never cut off");
+    assert!(
+        start.elapsed() < HEADER_TIMEOUT + 3 * S,
+        "closed after {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn silent_and_idle_keep_alive_connections_are_closed() {
+    let app = TestApp::spawn(&["--header-timeout", "2s"]).await;
+    // Connects and never sends a byte.
+    let mut silent = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+    // One complete request, then an idle keep-alive connection.
+    let mut idle = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert!(closed_within(&mut silent, HEADER_TIMEOUT + 2 * S).await);
+    assert!(closed_within(&mut idle, HEADER_TIMEOUT + 2 * S).await);
+}
