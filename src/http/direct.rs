@@ -172,7 +172,9 @@ pub async fn serve(
         tokio::select! {
             next = frames.next() => match next {
                 Some(bytes) => {
-                    if write_chunk(&mut stream, &bytes).await.is_err() {
+                    // A reader that stopped reading for two heartbeats is gone: close.
+                    let write = tokio::time::timeout(2 * heartbeat, write_chunk(&mut stream, &bytes));
+                    if !matches!(write.await, Ok(Ok(()))) {
                         return;
                     }
                 }

@@ -21,13 +21,14 @@ const MAX_FRAME: usize = 4096;
 /// Read chunk size. Frames up to MAX_FRAME still arrive whole (the buffer grows for them);
 /// idle connections, which is nearly all of them, hold only this much.
 const READ_BUFFER: usize = 1024;
-/// A write that cannot finish in this long means the reader is stuck: drop the connection.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 const CLOSE_REVOKED: u16 = 4001;
 const CLOSE_RESTART: u16 = 1012;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
+/// Closes a connection silent for two heartbeats (no pong, no frame): "going away", so the
+/// client reconnects if it is in fact still there.
+const CLOSE_SILENT: u16 = 1001;
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -78,11 +79,10 @@ struct ClientFrame {
     id: Option<String>,
 }
 
+/// Sends one message. The socket fails a write blocked for two heartbeats (the server's
+/// connection IO), which ends the channel.
 async fn send(socket: &mut WebSocket, msg: Message) -> bool {
-    matches!(
-        tokio::time::timeout(WRITE_TIMEOUT, socket.send(msg)).await,
-        Ok(Ok(()))
-    )
+    socket.send(msg).await.is_ok()
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
@@ -107,10 +107,12 @@ async fn run(mut socket: WebSocket, svc: Arc<Service>, opened: Opened, heartbeat
         if !send(&mut socket, Message::Text(ready.to_string().into())).await {
             break 'conn "ws_write_failed";
         }
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        // Any frame from the client (a pong included) proves it is there.
+        let mut heard = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval_at(heard + heartbeat, heartbeat);
         loop {
             tokio::select! {
-                frame = socket.recv() => match frame {
+                frame = socket.recv() => { heard = tokio::time::Instant::now(); match frame {
                     Some(Ok(Message::Text(text))) => {
                         let Ok(f) = serde_json::from_str::<ClientFrame>(&text) else {
                             close(&mut socket, CLOSE_POLICY, "malformed frame").await;
@@ -156,7 +158,7 @@ async fn run(mut socket: WebSocket, svc: Arc<Service>, opened: Opened, heartbeat
                         close(&mut socket, CLOSE_POLICY, "protocol error").await;
                         break 'conn "ws_protocol_error";
                     }
-                },
+                }},
                 _ = reg.outbox.ready() => {
                     while let Some(ev) = reg.outbox.pop() {
                         match ev {
@@ -183,6 +185,10 @@ async fn run(mut socket: WebSocket, svc: Arc<Service>, opened: Opened, heartbeat
                     }
                 }
                 _ = tick.tick() => {
+                    if heard.elapsed() >= 2 * heartbeat {
+                        close(&mut socket, CLOSE_SILENT, "no pong for two heartbeats").await;
+                        break 'conn "ws_silent";
+                    }
                     if !send(&mut socket, Message::Ping(Default::default())).await {
                         break 'conn "ws_write_failed";
                     }

@@ -3,8 +3,10 @@
 //! ([`crate::http::direct`]); everything else goes to hyper (HTTP/1.1 with upgrades for
 //! WebSocket) with the bytes already read put back in front. Both paths bound the request
 //! head by `--header-timeout`; hyper's timer also closes a keep-alive connection that sends
-//! no new request head within it.
+//! no new request head within it. A write that stays blocked for two heartbeats (a reader
+//! that stopped reading) fails, which closes the connection and any channel on it.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -96,11 +98,14 @@ impl Conns {
                 };
                 direct::serve(stream, head, self.service.clone(), self.heartbeat).await;
             }
-            Some(First::Other(read)) => self.serve_http(Prefixed::new(read, stream), addr).await,
+            Some(First::Other(read)) => {
+                let io = ClientIo::new(read, stream, 2 * self.heartbeat);
+                self.serve_http(io, addr).await
+            }
         }
     }
 
-    async fn serve_http(&self, io: Prefixed, addr: SocketAddr) {
+    async fn serve_http(&self, io: ClientIo, addr: SocketAddr) {
         let router = self.router.clone();
         let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(Peer(addr)));
@@ -122,24 +127,54 @@ impl Conns {
     }
 }
 
-/// A socket with bytes already read from it put back in front, for hyper.
-struct Prefixed {
+/// A client socket for hyper: the bytes already read put back in front, and a write timeout.
+/// hyper has none, and WebSocket connections keep this IO after the upgrade, so one limit
+/// covers every response, SSE stream and WebSocket served through hyper.
+struct ClientIo {
     read: Option<Vec<u8>>,
     pos: usize,
     inner: TcpStream,
+    write_timeout: Duration,
+    /// Running while a write is blocked; allocated only then.
+    blocked: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl Prefixed {
-    fn new(read: Vec<u8>, inner: TcpStream) -> Self {
-        Prefixed {
+impl ClientIo {
+    fn new(read: Vec<u8>, inner: TcpStream, write_timeout: Duration) -> Self {
+        ClientIo {
             read: (!read.is_empty()).then_some(read),
             pos: 0,
             inner,
+            write_timeout,
+            blocked: None,
+        }
+    }
+
+    /// Passes a write's result on; a write still pending after `write_timeout` fails.
+    fn timed<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if r.is_ready() {
+            self.blocked = None;
+            return r;
+        }
+        let wait = self.write_timeout;
+        let timer = self
+            .blocked
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(wait)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "write blocked for two heartbeats",
+            ))),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
 
-impl AsyncRead for Prefixed {
+impl AsyncRead for ClientIo {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -160,13 +195,15 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl AsyncWrite for ClientIo {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let me = self.get_mut();
+        let r = Pin::new(&mut me.inner).poll_write(cx, buf);
+        me.timed(cx, r)
     }
 
     fn poll_write_vectored(
@@ -174,7 +211,9 @@ impl AsyncWrite for Prefixed {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let me = self.get_mut();
+        let r = Pin::new(&mut me.inner).poll_write_vectored(cx, bufs);
+        me.timed(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -182,7 +221,9 @@ impl AsyncWrite for Prefixed {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let me = self.get_mut();
+        let r = Pin::new(&mut me.inner).poll_flush(cx);
+        me.timed(cx, r)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

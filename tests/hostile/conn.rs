@@ -142,3 +142,100 @@ async fn silent_and_idle_keep_alive_connections_are_closed() {
     assert!(closed_within(&mut silent, HEADER_TIMEOUT + 2 * S).await);
     assert!(closed_within(&mut idle, HEADER_TIMEOUT + 2 * S).await);
 }
+
+/// Opens a WebSocket with a raw socket that will never answer a ping (tungstenite would
+/// answer them itself). Returns the socket after the 101.
+async fn raw_ws(port: u16, ticket: &str) -> TcpStream {
+    let mut sock = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let req = format!(
+        "GET /ws?ticket={ticket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        sock.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    sock
+}
+
+/// Reads server frames (unmasked, short) until a close frame; returns its code and when it came.
+async fn close_code(sock: &mut TcpStream, wait: Duration) -> Option<(u16, Instant)> {
+    let end = Instant::now() + wait;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        // Parse what we have: opcode in the low nibble of byte 0, 7-bit or 16-bit length.
+        let mut at = 0;
+        while buf.len() >= at + 2 {
+            let (op, len7) = (buf[at] & 0x0f, (buf[at + 1] & 0x7f) as usize);
+            let (len, hdr) = match len7 {
+                126 if buf.len() >= at + 4 => {
+                    (u16::from_be_bytes([buf[at + 2], buf[at + 3]]) as usize, 4)
+                }
+                126 => break,
+                n => (n, 2),
+            };
+            if buf.len() < at + hdr + len {
+                break;
+            }
+            if op == 0x8 && len >= 2 {
+                let p = at + hdr;
+                return Some((u16::from_be_bytes([buf[p], buf[p + 1]]), Instant::now()));
+            }
+            at += hdr + len;
+        }
+        match tokio::time::timeout_at(end, sock.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_ws_client_that_ignores_pings_is_closed_and_its_slot_freed() {
+    let app = TestApp::spawn(&["--heartbeat", "1s", "--max-channels-per-session", "1"]).await;
+    let login = app.login_as("bob").await;
+    let rt = login["refresh_token"].as_str().unwrap().to_string();
+    app.remember(&login);
+    let opened = Instant::now();
+    let mut ghost = raw_ws(app.port, &app.ticket(&rt).await).await;
+    // While it holds the session's only slot, another channel is refused.
+    let mut refused = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+    let req = format!(
+        "GET /events?ticket={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        app.ticket(&rt).await
+    );
+    refused.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 512];
+    let n = refused.read(&mut buf).await.unwrap();
+    assert!(
+        !String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "a second channel fits in a one-channel session"
+    );
+    // Never answers a ping: closed within three heartbeats, as "going away".
+    let (code, at) = close_code(&mut ghost, 5 * S)
+        .await
+        .expect("the server closed the silent WebSocket");
+    assert_eq!(code, 1001);
+    assert!(
+        at - opened < 3 * S + S / 2,
+        "closed after {:?}",
+        at - opened
+    );
+    // The slot is free at once: a new channel of the same session opens.
+    let mut ws = crate::common::Ws::open(app.port, &app.ticket(&rt).await, None)
+        .await
+        .expect("the freed slot is reusable");
+    ws.expect("ready", 2 * S).await;
+    // A client that answers pings (tungstenite does) stays open past three heartbeats.
+    assert_eq!(ws.closed(4 * S).await, None, "a live client was closed");
+    ws.send_json(serde_json::json!({"type": "ping"})).await;
+    ws.expect("pong", S).await;
+}
