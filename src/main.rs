@@ -55,18 +55,11 @@ fn hash_password() -> ExitCode {
 
 #[tokio::main]
 async fn serve(mut config: Config) -> ExitCode {
-    use std::io::IsTerminal;
     // Everything the server creates (data dir, keys, the SQLite file and its -wal/-shm, demo
     // users) is the server's alone: 0700 directories, 0600 files, whatever the shell's umask.
     // SAFETY: umask only sets this process's file-creation mask.
     unsafe { libc::umask(0o077) };
-    tracing_subscriber::fmt()
-        // Colour codes only for a person at a terminal, never in a log file.
-        .with_ansi(std::io::stdout().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    init_logging();
     if config.apply_demo_defaults() {
         println!(
             "demo mode: access tokens last {}, renewed {} (+ up to {} jitter) before expiry; any --access-ttl / --renew-lead / --renew-jitter you set wins",
@@ -91,6 +84,26 @@ async fn serve(mut config: Config) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs at `RUST_LOG` (default `info`), but never below `info` for other crates, whatever
+/// `RUST_LOG` says: at debug and trace, tungstenite, hyper, reqwest, redis and the like log
+/// whole frames, URIs and bodies, which carry tokens, tickets and passwords.
+fn init_logging() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::filter::{filter_fn, EnvFilter};
+    use tracing_subscriber::prelude::*;
+    let ours = |target: &str| target == "tokenpush" || target.starts_with("tokenpush::");
+    let cap = filter_fn(move |m| *m.level() <= tracing::Level::INFO || ours(m.target()));
+    tracing_subscriber::registry()
+        .with(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with(
+            tracing_subscriber::fmt::layer()
+                // Colour codes only for a person at a terminal, never in a log file.
+                .with_ansi(std::io::stdout().is_terminal())
+                .with_filter(cap),
+        )
+        .init();
 }
 
 async fn shutdown_signal() {

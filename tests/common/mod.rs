@@ -56,6 +56,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub data_dir: tempfile::TempDir,
     pub args: Vec<String>,
+    /// `RUST_LOG` for the server (`info` unless a test asks for more).
+    pub rust_log: String,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
     /// Every token, refresh token and ticket the helpers saw: checked against the log on drop.
@@ -79,8 +81,18 @@ impl TestApp {
         Self::spawn_in(dir, extra).await
     }
 
+    /// Starts a server logging at `rust_log` (e.g. `trace`), so the log check on drop covers
+    /// everything every crate can log.
+    pub async fn spawn_logging(rust_log: &str, extra: &[&str]) -> TestApp {
+        Self::spawn_with(tempfile::tempdir().unwrap(), rust_log, extra).await
+    }
+
     /// Starts a server in an existing (possibly pre-seeded) directory.
     pub async fn spawn_in(data_dir: tempfile::TempDir, extra: &[&str]) -> TestApp {
+        Self::spawn_with(data_dir, "info", extra).await
+    }
+
+    async fn spawn_with(data_dir: tempfile::TempDir, rust_log: &str, extra: &[&str]) -> TestApp {
         let mut args: Vec<String> = vec![];
         for pair in FAST.chunks(2) {
             if !extra.contains(&pair[0]) {
@@ -97,6 +109,7 @@ impl TestApp {
                 .unwrap(),
             data_dir,
             args,
+            rust_log: rust_log.to_string(),
             child: None,
             log: Arc::new(Mutex::new(String::new())),
             secrets: Mutex::new(vec![PASSWORD.to_string()]),
@@ -114,7 +127,7 @@ impl TestApp {
             .arg("--users")
             .arg(users_file())
             .args(&self.args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &self.rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -323,3 +323,31 @@ async fn arbitrary_tickets_and_tokens_are_refused_cleanly() {
     }
     assert_eq!(app.get_text("/healthz").await, r#"{"status":"ok"}"#);
 }
+
+/// Issue 10 item 6: at `RUST_LOG=trace` (every crate, every level) a login, both channel
+/// kinds, a refresh, pushes and a logout leave no password, token or ticket in the log (the
+/// harness checks every secret it saw when the app drops).
+#[tokio::test]
+async fn nothing_secret_is_logged_even_at_trace() {
+    let app = TestApp::spawn_logging("trace", &[]).await;
+    let login = app.login_as("bob").await;
+    let rt = login["refresh_token"].as_str().unwrap().to_string();
+    let mut sse = app.sse(&app.ticket(&rt).await, None).await.unwrap();
+    let mut ws = app.ws(&app.ticket(&rt).await).await;
+    sse.expect("ready", Duration::from_secs(5)).await;
+    ws.expect("ready", Duration::from_secs(5)).await;
+    // A renewal push down both channels (FAST: every 4 s); its tokens are secrets too.
+    let pushed = sse.expect("tokens", Duration::from_secs(8)).await;
+    app.remember(&pushed.data);
+    let frame = ws.expect("tokens", Duration::from_secs(2)).await;
+    app.remember(&frame);
+    ws.send_json(json!({"type": "ack", "id": frame["id"]}))
+        .await;
+    let (st, refreshed) = app
+        .refresh(pushed.data["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(st, 200, "{refreshed}");
+    let access = refreshed["access_token"].as_str().unwrap();
+    assert_eq!(app.logout(access).await, 204);
+    sse.expect("revoked", Duration::from_secs(2)).await;
+}
