@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use tokenpush::config::{Cli, Command, Config};
+use tokenpush::config::{Cli, Command, Config, ConfigAction};
 use tokenpush::Server;
 
 fn main() -> ExitCode {
@@ -13,8 +13,27 @@ fn main() -> ExitCode {
         Some(Command::DemoUsers { reset, data_dir }) => {
             demo_users(&data_dir.unwrap_or(cli.config.data_dir), reset)
         }
+        Some(Command::Config {
+            action: ConfigAction::Check,
+        }) => config_check(cli.config),
         Some(Command::Serve) | None => serve(cli.config),
     }
+}
+
+/// `tokenpush config check`: the same validation `serve` does, then the effective settings.
+fn config_check(mut config: Config) -> ExitCode {
+    config.apply_demo_defaults();
+    if let Err(e) = config.validate() {
+        eprintln!("tokenpush: {e}");
+        return ExitCode::FAILURE;
+    }
+    if let Some(path) = &config.config {
+        println!("# {} is valid; effective settings:", path.display());
+    } else {
+        println!("# valid; effective settings:");
+    }
+    print!("{}", config.describe());
+    ExitCode::SUCCESS
 }
 
 fn demo_users(data_dir: &std::path::Path, reset: bool) -> ExitCode {
@@ -67,6 +86,10 @@ async fn serve(mut config: Config) -> ExitCode {
             humantime::format_duration(config.renew_lead),
             humantime::format_duration(config.renew_jitter()),
         );
+    }
+    if let Err(e) = config.validate() {
+        eprintln!("tokenpush: {e}");
+        return ExitCode::FAILURE;
     }
     let server = match Server::bind(config).await {
         Ok(s) => s,
