@@ -13,6 +13,12 @@ const client = createClient();
 window.tp = client; // for the browser tests and for poking around in devtools
 const timeline = new Timeline($('timeline'));
 window.timeline = timeline;
+// The latest marker in words under the chart: what happened and why, without hovering.
+timeline.onMark = (m) => {
+  if (m.kind === 'ack') return; // every push is followed by one; the push line says enough
+  $('timeline-latest').textContent = `${clock(m.at)} · ${m.text}`;
+  $('timeline-latest').dataset.kind = m.kind;
+};
 
 const ENDED = {
   logout: 'You logged out (in this tab or another one), so every tab signed out.',
@@ -93,7 +99,10 @@ client.on('tokens', (d) => {
     const margin = prev ? prev.expiresAt - Date.now() : null;
     const before = margin !== null && prev !== tok ? (margin > 0 ? `, ${secs(margin)} before the old one expired` : ', after the old one expired') : '';
     const what = how === 'push' ? `pushed (${d.reason})` : how === 'pull' ? 'pulled by POST /auth/refresh' : `from the leader tab (${d.reason})`;
-    log(how === 'pull' ? 'pull' : 'tokens', `new access token, generation ${tok.gen}: ${what}${before}`);
+    const line = `new access token, generation ${tok.gen}: ${what}${before}`;
+    log(how === 'pull' ? 'pull' : 'tokens', line);
+    $('timeline-latest').textContent = `${clock()} · ${line}`;
+    $('timeline-latest').dataset.kind = how === 'pull' ? 'pull' : 'push';
   }
   if (d.reason === 'claims_changed') {
     const roles = (decodeClaims(d.tokens.access_token)?.roles || []).join(', ') || 'none';
@@ -115,7 +124,7 @@ client.on('tokens', (d) => {
 });
 
 const ACTIVITY = {
-  push: (d) => `push received${d?.generation !== undefined ? `: generation ${d.generation}` : ''}`,
+  push: (d) => `push received${d?.reason ? ` (${d.reason})` : ''}${d?.generation !== undefined ? `: generation ${d.generation}` : ''}`,
   ack: (d) => `ack sent: the server now knows we hold generation ${d?.generation ?? 'new'}`,
   pull: () => 'pull refresh: POST /auth/refresh',
   reconnect: (d) => `reconnecting${d?.delayMs ? ` in ${Math.round(d.delayMs)} ms` : ''}${d?.reason ? ` (${d.reason})` : ''}`,

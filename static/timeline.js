@@ -47,6 +47,8 @@ export class Timeline {
     this.channelLive = false;
     this.ended = null; // {at, reason} once the session ended
     this.width = 900;
+    /** Called with every new marker (the page shows the latest one in words). */
+    this.onMark = null;
   }
 
   /** Server timing settings (from /demo/config), used to mark the next renewal. */
@@ -70,6 +72,7 @@ export class Timeline {
     const m = { at, kind, text };
     this.markers.push(m);
     if (this.markers.length > MAX_MARKERS) this.markers.shift();
+    this.onMark?.(m);
     return m;
   }
 
@@ -151,7 +154,7 @@ export class Timeline {
       const live = !this.ended && t.issuedAt <= now && now < t.expiresAt;
       const g = el('g', { class: `tl-token how-${t.how}${live ? ' live' : ''}${t.expiresAt <= now ? ' expired' : ''}`, 'data-gen': t.gen, 'data-how': t.how });
       g.append(el('rect', { x: x1, y, width: Math.max(2, x2 - x1), height: laneH, rx: 5 }));
-      const label = `gen ${t.gen}${t.how === 'push' ? ' · pushed' : t.how === 'pull' ? ' · pulled' : ''}`;
+      const label = `gen ${t.gen}${{ push: ' · pushed', pull: ' · pulled', login: ' · login' }[t.how] || ''}`;
       if (x2 - x1 > label.length * 6.5 + 10) g.append(el('text', { x: x1 + 7, y: y + laneH / 2 + 4, class: 'tl-bar-label' }, label));
       g.append(el('title', {}, `access token gen ${t.gen} (${t.reason}): ${new Date(t.issuedAt).toLocaleTimeString()} → ${new Date(t.expiresAt).toLocaleTimeString()}`));
       out.push(g);
