@@ -160,7 +160,9 @@ async fn role_change_on_one_node_pushes_to_the_other() {
 #[tokio::test]
 async fn redis_outage_gives_503_and_everything_recovers() {
     let mut redis = Redis::start().await;
-    let (a, b) = cluster(&redis, &[]).await;
+    // The test reads the WebSocket only after the outage, so it answers no ping meanwhile:
+    // heartbeats long enough that the server does not take it for a dead client.
+    let (a, b) = cluster(&redis, &["--heartbeat", "10s"]).await;
     let t = a.login_as("bob").await;
     let mut ws = b.ws(&b.ticket(&s(&t, "refresh_token")).await).await;
     ws.expect("ready", 5 * S).await;

@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::response::IntoResponse;
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
 use super::events::{frames, EventsQuery, HEADERS};
+use super::wire::Wire;
 use crate::error::ApiError;
 use crate::hub::Kind;
 use crate::service::Service;
@@ -166,14 +166,14 @@ pub async fn serve(
     if stream.write_all(head.as_bytes()).await.is_err() {
         return;
     }
-    let mut frames = std::pin::pin!(frames(svc, opened, heartbeat));
+    let mut frames = std::pin::pin!(frames(svc, opened, heartbeat, Wire::SseChunked));
     let mut scratch = [0u8; 64];
     loop {
         tokio::select! {
             next = frames.next() => match next {
                 Some(bytes) => {
                     // A reader that stopped reading for two heartbeats is gone: close.
-                    let write = tokio::time::timeout(2 * heartbeat, write_chunk(&mut stream, &bytes));
+                    let write = tokio::time::timeout(2 * heartbeat, stream.write_all(&bytes));
                     if !matches!(write.await, Ok(Ok(()))) {
                         return;
                     }
@@ -188,14 +188,6 @@ pub async fn serve(
             r = stream.read(&mut scratch) => if matches!(r, Ok(0) | Err(_)) { return },
         }
     }
-}
-
-async fn write_chunk(stream: &mut TcpStream, data: &Bytes) -> std::io::Result<()> {
-    let mut out = Vec::with_capacity(data.len() + 12);
-    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
-    stream.write_all(&out).await
 }
 
 /// Writes the same error response axum would (status, JSON body, headers).

@@ -1,6 +1,7 @@
 //! `GET /events`: the SSE channel. `ready`, then `tokens` pushes, `revoked` or `reconnect`
 //! (then the stream ends), and a `: ping` comment every heartbeat. The frames come from one
-//! stream, served either through axum or straight onto the socket ([`super::direct`]).
+//! stream, served either through axum or straight onto the socket ([`super::direct`]), and
+//! are encoded by [`super::wire`].
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,8 +13,8 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
-use serde_json::json;
 
+use super::wire::{Ready, Wire};
 use super::AppState;
 use crate::error::ApiResult;
 use crate::hub::{Event, Kind};
@@ -50,7 +51,7 @@ pub async fn events(
         )
         .await?;
     let body = Body::from_stream(
-        frames(st.service.clone(), opened, st.config.heartbeat).map(Ok::<_, Infallible>),
+        frames(st.service.clone(), opened, st.config.heartbeat, Wire::Sse).map(Ok::<_, Infallible>),
     );
     let mut resp = Response::new(body);
     for (k, v) in HEADERS {
@@ -62,8 +63,9 @@ pub async fn events(
 struct ChannelState {
     svc: Arc<Service>,
     opened: Opened,
-    ready: Option<String>,
+    ready: Option<Bytes>,
     heartbeat: Duration,
+    wire: Wire,
     done: bool,
 }
 
@@ -74,37 +76,26 @@ impl Drop for ChannelState {
     }
 }
 
-/// One SSE frame: `event:`, optional `id:`, one `data:` line (our JSON never holds a newline).
-fn frame(event: &str, id: Option<&str>, data: &str) -> Bytes {
-    let mut s = String::with_capacity(event.len() + data.len() + 32);
-    s.push_str("event: ");
-    s.push_str(event);
-    s.push('\n');
-    if let Some(id) = id {
-        s.push_str("id: ");
-        s.push_str(id);
-        s.push('\n');
-    }
-    s.push_str("data: ");
-    s.push_str(data);
-    s.push_str("\n\n");
-    Bytes::from(s)
-}
-
 /// The channel's frames: `ready`, then its outbox, with a heartbeat comment whenever the
-/// channel has been quiet for `heartbeat`; ends after `revoked` or `reconnect`.
-pub fn frames(svc: Arc<Service>, opened: Opened, heartbeat: Duration) -> impl Stream<Item = Bytes> {
-    let ready = json!({
-        "session_id": opened.session.sid,
-        "connection_id": opened.reg.id.to_string(),
-        "heartbeat_secs": heartbeat.as_secs(),
-    })
-    .to_string();
+/// channel has been quiet for `heartbeat`; ends after `revoked` or `reconnect`. `wire` is
+/// [`Wire::Sse`] or [`Wire::SseChunked`].
+pub fn frames(
+    svc: Arc<Service>,
+    opened: Opened,
+    heartbeat: Duration,
+    wire: Wire,
+) -> impl Stream<Item = Bytes> {
+    let ready = wire.ready(&Ready {
+        session_id: &opened.session.sid,
+        connection_id: opened.reg.id,
+        heartbeat_secs: heartbeat.as_secs(),
+    });
     let state = ChannelState {
         svc,
         opened,
         ready: Some(ready),
         heartbeat,
+        wire,
         done: false,
     };
     futures::stream::unfold(state, |mut st| async move {
@@ -112,7 +103,7 @@ pub fn frames(svc: Arc<Service>, opened: Opened, heartbeat: Duration) -> impl St
             return None;
         }
         if let Some(ready) = st.ready.take() {
-            return Some((frame("ready", None, &ready), st));
+            return Some((ready, st));
         }
         let outbox = st.opened.reg.outbox.clone();
         let ev = loop {
@@ -121,28 +112,15 @@ pub fn frames(svc: Arc<Service>, opened: Opened, heartbeat: Duration) -> impl St
             }
             tokio::select! {
                 _ = outbox.ready() => {}
-                _ = tokio::time::sleep(st.heartbeat) => return Some((Bytes::from_static(b": ping\n\n"), st)),
+                _ = tokio::time::sleep(st.heartbeat) => return Some((st.wire.ping(), st)),
             }
         };
-        let out = match ev {
-            Event::Tokens(t) => {
-                st.svc.written(&t, st.opened.held_exp_ms);
-                st.opened.held_exp_ms = t.access_exp_ms;
-                frame("tokens", Some(&t.id), &t.sse_data)
-            }
-            Event::Revoked(reason) => {
-                st.done = true;
-                frame("revoked", None, &json!({"reason": &*reason}).to_string())
-            }
-            Event::Reconnect { retry_ms } => {
-                st.done = true;
-                frame(
-                    "reconnect",
-                    None,
-                    &json!({"retry_ms": retry_ms}).to_string(),
-                )
-            }
-        };
+        if let Event::Tokens(t) = &ev {
+            st.svc.written(t, st.opened.held_exp_ms);
+            st.opened.held_exp_ms = t.access_exp_ms;
+        }
+        st.done = matches!(ev, Event::Revoked(_) | Event::Reconnect { .. });
+        let out = st.wire.event(&ev);
         Some((out, st))
     })
 }

@@ -8,6 +8,7 @@ pub mod events;
 pub mod extract;
 pub mod hardening;
 pub mod ops;
+pub mod wire;
 pub mod ws;
 
 use std::sync::Arc;

@@ -11,6 +11,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::wire::{Ready, Wire};
 use super::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::hub::{event::parse_event_id, Event, Kind};
@@ -79,6 +80,11 @@ struct ClientFrame {
     id: Option<String>,
 }
 
+/// A text message from the codec's bytes (always UTF-8: they are made from `str`s).
+fn text(bytes: axum::body::Bytes) -> Message {
+    Message::Text(axum::extract::ws::Utf8Bytes::try_from(bytes).unwrap_or_default())
+}
+
 /// Sends one message. The socket fails a write blocked for two heartbeats (the server's
 /// connection IO), which ends the channel.
 async fn send(socket: &mut WebSocket, msg: Message) -> bool {
@@ -102,9 +108,13 @@ async fn run(mut socket: WebSocket, svc: Arc<Service>, opened: Opened, heartbeat
         session,
         mut held_exp_ms,
     } = opened;
-    let ready = json!({"type": "ready", "session_id": session.sid, "connection_id": reg.id.to_string(), "heartbeat_secs": heartbeat.as_secs()});
+    let ready = Wire::Ws.ready(&Ready {
+        session_id: &session.sid,
+        connection_id: reg.id,
+        heartbeat_secs: heartbeat.as_secs(),
+    });
     let cause = 'conn: {
-        if !send(&mut socket, Message::Text(ready.to_string().into())).await {
+        if !send(&mut socket, text(ready)).await {
             break 'conn "ws_write_failed";
         }
         // Any frame from the client (a pong included) proves it is there.
@@ -161,23 +171,20 @@ async fn run(mut socket: WebSocket, svc: Arc<Service>, opened: Opened, heartbeat
                 }},
                 _ = reg.outbox.ready() => {
                     while let Some(ev) = reg.outbox.pop() {
+                        let sent = send(&mut socket, text(Wire::Ws.event(&ev))).await;
                         match ev {
                             Event::Tokens(t) => {
-                                if !send(&mut socket, Message::Text(t.ws_text.clone().into())).await {
+                                if !sent {
                                     break 'conn "ws_write_failed";
                                 }
                                 svc.written(&t, held_exp_ms);
                                 held_exp_ms = t.access_exp_ms;
                             }
-                            Event::Revoked(reason) => {
-                                let msg = json!({"type": "revoked", "reason": &*reason}).to_string();
-                                let _ = send(&mut socket, Message::Text(msg.into())).await;
+                            Event::Revoked(_) => {
                                 close(&mut socket, CLOSE_REVOKED, "revoked").await;
                                 break 'conn "revoked";
                             }
-                            Event::Reconnect { retry_ms } => {
-                                let msg = json!({"type": "reconnect", "retry_ms": retry_ms}).to_string();
-                                let _ = send(&mut socket, Message::Text(msg.into())).await;
+                            Event::Reconnect { .. } => {
                                 close(&mut socket, CLOSE_RESTART, "server restart").await;
                                 break 'conn "reconnect";
                             }

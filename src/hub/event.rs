@@ -1,7 +1,10 @@
-//! What travels down a channel: pushed tokens, revocation, reconnect. Token payloads are
-//! serialised once per push and shared by every channel of the session.
+//! What travels down a channel: pushed tokens, revocation, reconnect. A push's JSON body is
+//! serialised once; its wire frames (made by `http::wire`, the one codec) are cached on the
+//! push, so each is encoded once per node and transport and shared by every channel.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use axum::body::Bytes;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,11 +31,16 @@ pub struct TokensPush {
     /// When the renewal was due: push lag is measured from here.
     pub deadline_ms: Millis,
     pub access_exp_ms: Millis,
-    /// TokenResponse + reason, as SSE `data`.
-    pub sse_data: String,
-    /// The same with `type` and `id`, as a WebSocket text frame.
-    pub ws_text: String,
+    /// TokenResponse + reason, as one JSON object.
+    pub body: String,
+    /// Wire frames of this push, one slot per wire format, filled on first use.
+    #[serde(skip)]
+    pub frames: Frames,
 }
+
+/// Cached wire frames, indexed by wire format (see `http::wire::Wire`).
+#[derive(Debug, Clone, Default)]
+pub struct Frames(pub [OnceLock<Bytes>; 3]);
 
 impl TokensPush {
     /// Serialises a push of `tokens` for generation `gen`.
@@ -49,30 +57,16 @@ impl TokensPush {
             tokens: &'a TokenResponse,
             reason: Reason,
         }
-        #[derive(Serialize)]
-        struct Frame<'a> {
-            r#type: &'static str,
-            id: &'a str,
-            #[serde(flatten)]
-            body: &'a Body<'a>,
-        }
         let id = format!("{}:{gen}", tokens.session_id);
-        let body = Body { tokens, reason };
-        let sse_data = serde_json::to_string(&body).unwrap_or_default();
-        let ws_text = serde_json::to_string(&Frame {
-            r#type: "tokens",
-            id: &id,
-            body: &body,
-        })
-        .unwrap_or_default();
+        let body = serde_json::to_string(&Body { tokens, reason }).unwrap_or_default();
         TokensPush {
             sid: tokens.session_id.clone(),
             id,
             gen,
             deadline_ms,
             access_exp_ms,
-            sse_data,
-            ws_text,
+            body,
+            frames: Frames::default(),
         }
     }
 }

@@ -71,8 +71,8 @@ mod tests {
             gen,
             deadline_ms: 0,
             access_exp_ms: 0,
-            sse_data: String::new(),
-            ws_text: String::new(),
+            body: String::new(),
+            frames: Default::default(),
         }))
     }
 
