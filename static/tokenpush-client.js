@@ -322,9 +322,10 @@ class Client {
     }
     async logout() {
         const rec = this.readStore() ?? this.rec;
-        this.store.removeItem(this.k('tokens'));
         if (rec)
-            this.post({ t: 'revoked', reason: 'logout', sid: rec.sid });
+            this.endStored(rec.sid, 'logout');
+        else
+            this.store.removeItem(this.k('tokens'));
         this.loggedOut('logout');
         if (rec)
             await this.sendLogout(rec.tokens);
@@ -466,6 +467,34 @@ class Client {
         this.adopt(rec, reason, source);
         return true;
     }
+    /**
+     * Ends session `sid` in storage for every tab, leaving a note of why: the other tabs learn it
+     * from the `storage` event or the broadcast, whichever comes first, with the same reason.
+     */
+    endStored(sid, reason) {
+        try {
+            this.store.setItem(this.k('ended'), JSON.stringify({ sid, reason }));
+            const cur = this.readStore();
+            if (!cur || cur.sid === sid)
+                this.store.removeItem(this.k('tokens'));
+        }
+        catch {
+            /* storage unavailable */
+        }
+        this.post({ t: 'revoked', reason, sid });
+    }
+    /** Why session `sid` ended, as the tab that saw it wrote down; default `logout`. */
+    endReason(sid) {
+        try {
+            const v = JSON.parse(this.store.getItem(this.k('ended')) ?? 'null');
+            if (isObj(v) && v.sid === sid && typeof v.reason === 'string')
+                return v.reason;
+        }
+        catch {
+            /* ignore */
+        }
+        return 'logout';
+    }
     /** Re-reads storage and applies what another tab did (new tokens, new session, logout). */
     sync() {
         if (this.disposed)
@@ -475,7 +504,7 @@ class Client {
         if (!cur) {
             // Non-shared stores only ever change through this tab.
             if (mine && this.shared)
-                this.loggedOut('logout');
+                this.loggedOut(this.endReason(mine.sid));
             return;
         }
         if (!mine || cur.sid !== mine.sid || newer(cur, mine)) {
@@ -576,9 +605,7 @@ class Client {
                 const now = this.readStore();
                 if (now && (now.sid !== rec.sid || newer(now, rec)))
                     return now.tokens;
-                if (now && now.sid === rec.sid)
-                    this.store.removeItem(this.k('tokens'));
-                this.post({ t: 'revoked', reason: 'invalid_grant', sid: rec.sid });
+                this.endStored(rec.sid, 'invalid_grant');
                 this.loggedOut('invalid_grant');
             }
             throw this.report(err);
@@ -1156,9 +1183,7 @@ class Client {
                 const now = this.readStore();
                 if (now && (now.sid !== rec.sid || newer(now, rec)))
                     return { kind: 'reopen' };
-                if (now && now.sid === rec.sid)
-                    this.store.removeItem(this.k('tokens'));
-                this.post({ t: 'revoked', reason: 'invalid_grant', sid: rec.sid });
+                this.endStored(rec.sid, 'invalid_grant');
                 this.report(err);
                 this.loggedOut('invalid_grant');
                 return { kind: 'revoked' };
@@ -1214,8 +1239,7 @@ class Client {
             this.reopen('old session revoked');
             return false;
         }
-        this.store.removeItem(this.k('tokens'));
-        this.post({ t: 'revoked', reason, sid });
+        this.endStored(sid, reason);
         this.loggedOut(reason);
         return true;
     }

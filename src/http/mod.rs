@@ -56,7 +56,6 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/", get(ops::index))
         .route("/app.js", get(ops::app_js))
-        .route("/token-client.js", get(ops::client_js))
         .route("/tokenpush-client.js", get(ops::tokenpush_client_js))
         .route("/style.css", get(ops::style))
         .route("/timeline.js", get(ops::timeline_js))

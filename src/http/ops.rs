@@ -67,14 +67,6 @@ pub async fn app_js() -> Response {
     )
 }
 
-/// `GET /token-client.js`.
-pub async fn client_js() -> Response {
-    static_file(
-        "text/javascript; charset=utf-8",
-        include_str!("../../static/token-client.js"),
-    )
-}
-
 /// `GET /tokenpush-client.js`: the built browser client (clients/js, committed build output).
 pub async fn tokenpush_client_js() -> Response {
     static_file(

@@ -9,7 +9,7 @@ export const PASSWORD = 'browser-test-password';
 const BIN = resolve(import.meta.dirname, '../../target/debug/tokenpush');
 
 export class Server {
-  /** `extraArgs`: more tokenpush flags (e.g. `--allowed-origins`). */
+  /** `extraArgs`: more tokenpush flags (e.g. `--allowed-origins`, or `--access-ttl 10s` to replace a default). */
   constructor(extraArgs = []) {
     this.extraArgs = extraArgs;
     this.dir = mkdtempSync(join(tmpdir(), 'tokenpush-browser-'));
@@ -21,8 +21,11 @@ export class Server {
   }
 
   async start() {
+    // A flag given in extraArgs replaces its short-TTL default here.
+    const defaults = [['--access-ttl', '6s'], ['--renew-lead', '2s'], ['--renew-jitter', '0s'], ['--heartbeat', '2s'], ['--grace', '5s']]
+      .filter(([flag]) => !this.extraArgs.includes(flag));
     const args = ['--listen', `127.0.0.1:${this.port}`, '--data-dir', join(this.dir, 'data'), '--users', this.users,
-      '--access-ttl', '6s', '--renew-lead', '2s', '--renew-jitter', '0s', '--heartbeat', '2s', '--grace', '5s', ...this.extraArgs];
+      ...defaults.flat(), ...this.extraArgs];
     this.proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc.stderr.on('data', (d) => (this.log += d));
     this.url = await new Promise((ok, fail) => {

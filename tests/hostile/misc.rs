@@ -179,7 +179,7 @@ async fn device_id_loses_bidi_and_invisible_characters() {
 #[tokio::test]
 async fn served_pages_carry_browser_hardening_headers() {
     let app = TestApp::spawn(&[]).await;
-    for path in ["/", "/app.js", "/token-client.js", "/style.css"] {
+    for path in ["/", "/app.js", "/tokenpush-client.js", "/style.css"] {
         let r = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
         let h = r.headers();

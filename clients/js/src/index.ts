@@ -552,8 +552,8 @@ class Client implements TokenpushClient {
 
   async logout(): Promise<void> {
     const rec = this.readStore() ?? this.rec;
-    this.store.removeItem(this.k('tokens'));
-    if (rec) this.post({ t: 'revoked', reason: 'logout', sid: rec.sid });
+    if (rec) this.endStored(rec.sid, 'logout');
+    else this.store.removeItem(this.k('tokens'));
     this.loggedOut('logout');
     if (rec) await this.sendLogout(rec.tokens);
   }
@@ -687,6 +687,32 @@ class Client implements TokenpushClient {
     return true;
   }
 
+  /**
+   * Ends session `sid` in storage for every tab, leaving a note of why: the other tabs learn it
+   * from the `storage` event or the broadcast, whichever comes first, with the same reason.
+   */
+  private endStored(sid: string, reason: string) {
+    try {
+      this.store.setItem(this.k('ended'), JSON.stringify({ sid, reason }));
+      const cur = this.readStore();
+      if (!cur || cur.sid === sid) this.store.removeItem(this.k('tokens'));
+    } catch {
+      /* storage unavailable */
+    }
+    this.post({ t: 'revoked', reason, sid });
+  }
+
+  /** Why session `sid` ended, as the tab that saw it wrote down; default `logout`. */
+  private endReason(sid: string): string {
+    try {
+      const v = JSON.parse(this.store.getItem(this.k('ended')) ?? 'null');
+      if (isObj(v) && v.sid === sid && typeof v.reason === 'string') return v.reason;
+    } catch {
+      /* ignore */
+    }
+    return 'logout';
+  }
+
   /** Re-reads storage and applies what another tab did (new tokens, new session, logout). */
   private sync(): void {
     if (this.disposed) return;
@@ -694,7 +720,7 @@ class Client implements TokenpushClient {
     const mine = this.rec;
     if (!cur) {
       // Non-shared stores only ever change through this tab.
-      if (mine && this.shared) this.loggedOut('logout');
+      if (mine && this.shared) this.loggedOut(this.endReason(mine.sid));
       return;
     }
     if (!mine || cur.sid !== mine.sid || newer(cur, mine)) {
@@ -789,8 +815,7 @@ class Client implements TokenpushClient {
         this.sync();
         const now = this.readStore();
         if (now && (now.sid !== rec.sid || newer(now, rec))) return now.tokens;
-        if (now && now.sid === rec.sid) this.store.removeItem(this.k('tokens'));
-        this.post({ t: 'revoked', reason: 'invalid_grant', sid: rec.sid });
+        this.endStored(rec.sid, 'invalid_grant');
         this.loggedOut('invalid_grant');
       }
       throw this.report(err);
@@ -1317,8 +1342,7 @@ class Client implements TokenpushClient {
         this.sync();
         const now = this.readStore();
         if (now && (now.sid !== rec.sid || newer(now, rec))) return { kind: 'reopen' };
-        if (now && now.sid === rec.sid) this.store.removeItem(this.k('tokens'));
-        this.post({ t: 'revoked', reason: 'invalid_grant', sid: rec.sid });
+        this.endStored(rec.sid, 'invalid_grant');
         this.report(err);
         this.loggedOut('invalid_grant');
         return { kind: 'revoked' };
@@ -1372,8 +1396,7 @@ class Client implements TokenpushClient {
       this.reopen('old session revoked');
       return false;
     }
-    this.store.removeItem(this.k('tokens'));
-    this.post({ t: 'revoked', reason, sid });
+    this.endStored(sid, reason);
     this.loggedOut(reason);
     return true;
   }

@@ -1,5 +1,5 @@
 // Unit tests of tokenpush-client with fakes (no browser, no server). Each test names the issue 12
-// bug it covers; the old static/token-client.js fails each of them (noted per test).
+// bug it covers; the client this package replaces (static/token-client.js, removed) failed each (noted per test).
 import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { createClient, decodeClaims, TokenpushError } from '../dist/index.js';
@@ -475,4 +475,18 @@ test('onAuthStateChange reports SIGNED_IN, TOKEN_REFRESHED, SIGNED_OUT and unsub
   off();
   await c.login('alice', 'pw');
   assert.deepEqual(seen, ['SIGNED_IN', 'TOKEN_REFRESHED', 'SIGNED_OUT']);
+});
+
+test('revocation reason reaches other tabs even when the storage event beats the broadcast', async () => {
+  const server = new FakeServer();
+  const shared = new SharedStorage();
+  const a = make(server, { storage: shared.tab() });
+  await a.login('alice', 'pw');
+  const b = make(server, { storage: shared.tab() });
+  const reasons = [];
+  b.on('revoked', (d) => reasons.push(d.reason));
+  await until(() => server.streams.length === 2, 2000, 'both channels (no browser: no election)');
+  server.streams[0].send('revoked', { reason: 'admin' });
+  await until(() => b.tokens === null, 1000, 'b logged out');
+  assert.deepEqual(reasons, ['admin']);
 });
