@@ -416,9 +416,11 @@ impl Config {
             return Err("--signing hs256 needs --hs256-secret-file".into());
         }
         if let Some(hook) = &self.login_hook {
-            if !(hook.starts_with("http://") || hook.starts_with("https://")) {
+            // The hook is the app beside us (loopback or a private network): plain HTTP only,
+            // so no TLS stack is built in; put a local proxy in front of a remote https hook.
+            if !hook.starts_with("http://") {
                 return Err(format!(
-                    "--login-hook {} is not an http:// or https:// URL",
+                    "--login-hook {} must be an http:// URL (e.g. http://127.0.0.1:3000/login-check)",
                     mask_url(hook)
                 ));
             }

@@ -39,6 +39,9 @@ pub enum ApiError {
     NotFound,
     #[error("session store is unavailable")]
     Unavailable,
+    /// The `--login-hook` did not answer usably (down, slow, 5xx, garbage): never a login.
+    #[error("the login service is unavailable; retry shortly")]
+    HookUnavailable,
     /// Every password-hashing slot and queue place is taken (a login flood).
     #[error("too many logins in progress; retry shortly")]
     Busy,
@@ -65,7 +68,9 @@ impl ApiError {
             PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request"),
             UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request"),
             NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            Unavailable | Busy => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+            Unavailable | Busy | HookUnavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
+            }
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
         }
     }
@@ -116,7 +121,7 @@ impl IntoResponse for ApiError {
             ApiError::RateLimited { retry_after_secs } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
-            ApiError::Unavailable => {
+            ApiError::Unavailable | ApiError::HookUnavailable => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
             }
             ApiError::Busy => {

@@ -16,8 +16,10 @@
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod external;
 pub mod http;
 pub mod hub;
+pub mod login_hook;
 pub mod metrics;
 pub mod server;
 pub mod service;

@@ -44,11 +44,14 @@ struct UsersFile {
 }
 
 /// What tokens say about a user.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Identity {
     pub name: String,
     pub display_name: String,
     pub roles: Vec<String>,
+    /// App-defined claims of a user minted through `POST /admin/sessions`, signed under `ext`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext: Option<serde_json::Value>,
 }
 
 /// All known users; read-only apart from role overrides.
@@ -288,6 +291,7 @@ impl Directory {
             name: u.name.clone(),
             display_name: u.display_name.clone().unwrap_or_else(|| u.name.clone()),
             roles,
+            ext: None,
         })
     }
 

@@ -6,8 +6,9 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use common::{claims, PASSWORD};
+use common::{claims, TestApp, PASSWORD};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tokenpush");
@@ -184,4 +185,285 @@ fn the_example_config_file_is_valid() {
         out.contains("issuer = \"https://auth.example.com\"  # file"),
         "{out}"
     );
+}
+
+const S: Duration = Duration::from_secs(1);
+const SERVICE_KEY: &str = "integration-test-service-key-0123456789";
+
+/// A service key file with mode 0600 (the server refuses a readable one).
+fn service_key_file(dir: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("service.key");
+    std::fs::write(&path, format!("{SERVICE_KEY}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+async fn mint(app: &TestApp, key: Option<&str>, body: Value) -> (u16, Value) {
+    let mut req = app.client.post(app.url("/admin/sessions")).json(&body);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    let r = req.send().await.unwrap();
+    let st = r.status().as_u16();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    app.remember(&v);
+    (st, v)
+}
+
+/// Opens an SSE channel for a session and waits for its first scheduled renewal.
+async fn sees_a_renewal(app: &TestApp, tokens: &Value) -> Value {
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    let mut sse = app.sse(&app.ticket(rt).await, None).await.unwrap();
+    sse.expect("ready", 5 * S).await;
+    let ev = sse.expect("tokens", 8 * S).await;
+    assert_eq!(ev.data["reason"], "renewal");
+    ev.data
+}
+
+#[tokio::test]
+async fn trusted_backend_mints_sessions_that_get_pushes() {
+    let keydir = tempfile::tempdir().unwrap();
+    let key = service_key_file(keydir.path());
+    let app = TestApp::spawn(&["--service-key-file", &key]).await;
+    let body = json!({"sub": "ext-42", "name": "Erin External", "roles": ["staff"],
+        "device_id": "backend", "ext": {"tenant": "acme", "plan": 3}});
+
+    assert_eq!(mint(&app, None, body.clone()).await.0, 401, "no key");
+    assert_eq!(
+        mint(
+            &app,
+            Some("integration-test-service-key-0123456788"),
+            body.clone()
+        )
+        .await
+        .0,
+        401,
+        "wrong key"
+    );
+    let (st, bad) = mint(&app, Some(SERVICE_KEY), json!({"sub": "x", "ext": [1]})).await;
+    assert_eq!((st, bad["error"].as_str()), (400, Some("invalid_request")));
+
+    let (st, tokens) = mint(&app, Some(SERVICE_KEY), body).await;
+    assert_eq!(st, 200, "{tokens}");
+    let c = claims(tokens["access_token"].as_str().unwrap());
+    assert_eq!(c["sub"], "ext-42");
+    assert_eq!(c["name"], "Erin External");
+    assert_eq!(c["roles"], json!(["staff"]));
+    assert_eq!(c["ext"], json!({"tenant": "acme", "plan": 3}));
+    let (st, me) = app
+        .get_auth("/api/me", tokens["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!((st, me["sub"].as_str()), (200, Some("ext-42")));
+
+    // The user is in no users file, yet the scheduled push re-issues the same claims.
+    let pushed = sees_a_renewal(&app, &tokens).await;
+    let c = claims(pushed["access_token"].as_str().unwrap());
+    assert_eq!(
+        (c["sub"].clone(), c["gen"].clone()),
+        (json!("ext-42"), json!(1))
+    );
+    assert_eq!(c["ext"]["tenant"], "acme");
+}
+
+#[tokio::test]
+async fn minted_identities_survive_a_restart() {
+    let keydir = tempfile::tempdir().unwrap();
+    let key = service_key_file(keydir.path());
+    let mut app = TestApp::spawn(&["--service-key-file", &key]).await;
+    let (st, tokens) = mint(
+        &app,
+        Some(SERVICE_KEY),
+        json!({"sub": "ext-7", "roles": ["viewer"], "ext": {"org": 9}}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    app.restart().await;
+    let (st, next) = app.refresh(tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(st, 200, "{next}");
+    let c = claims(next["access_token"].as_str().unwrap());
+    assert_eq!(
+        (c["sub"].clone(), c["ext"].clone()),
+        (json!("ext-7"), json!({"org": 9}))
+    );
+}
+
+#[tokio::test]
+async fn trusted_backend_route_is_404_without_a_key_file() {
+    let app = TestApp::spawn(&[]).await;
+    let (st, _) = mint(&app, Some(SERVICE_KEY), json!({"sub": "x"})).await;
+    assert_eq!(st, 404);
+}
+
+#[tokio::test]
+async fn a_readable_service_key_file_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = service_key_file(dir.path());
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "memory",
+            "--service-key-file",
+            &key,
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("readable by group or other"), "{err}");
+}
+
+/// A login hook served by the test: `erin`/PASSWORD is accepted, `slow` never answers in
+/// time, `broken` gets a 500, anyone else a 401. Every call must carry the secret header.
+async fn hook() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::http::{HeaderMap, StatusCode};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let handler = move |headers: HeaderMap, axum::Json(q): axum::Json<Value>| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let secret = headers
+                .get("x-tokenpush-hook-secret")
+                .and_then(|v| v.to_str().ok());
+            if secret != Some(SERVICE_KEY) {
+                return (StatusCode::FORBIDDEN, axum::Json(json!({})));
+            }
+            assert!(q["ip"].as_str().is_some() && q["device_id"].as_str().is_some());
+            match (q["username"].as_str(), q["password"].as_str()) {
+                (Some("erin"), Some(PASSWORD)) => (
+                    StatusCode::OK,
+                    axum::Json(json!({"sub": "erin@app", "name": "Erin", "roles": ["staff"]})),
+                ),
+                (Some("slow"), _) => {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    (StatusCode::OK, axum::Json(json!({"sub": "slow"})))
+                }
+                (Some("broken"), _) => (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({}))),
+                _ => (StatusCode::UNAUTHORIZED, axum::Json(json!({}))),
+            }
+        }
+    };
+    let app = axum::Router::new().route("/check", axum::routing::post(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/check", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, calls)
+}
+
+async fn login(app: &TestApp, user: &str, password: &str) -> (u16, Value) {
+    app.post_json(
+        "/auth/login",
+        json!({"username": user, "password": password, "device_id": "hook-test"}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn login_hook_accepts_refuses_and_fails_closed() {
+    let keydir = tempfile::tempdir().unwrap();
+    let key = service_key_file(keydir.path());
+    let (url, calls) = hook().await;
+    let app = TestApp::spawn(&[
+        "--login-hook",
+        &url,
+        "--service-key-file",
+        &key,
+        "--login-failures",
+        "3",
+    ])
+    .await;
+
+    // Accepted: the hook's claims, and pushes like any other session.
+    let (st, tokens) = login(&app, "erin", PASSWORD).await;
+    assert_eq!(st, 200, "{tokens}");
+    let c = claims(tokens["access_token"].as_str().unwrap());
+    assert_eq!(
+        (c["sub"].as_str(), c["name"].as_str()),
+        (Some("erin@app"), Some("Erin"))
+    );
+    assert_eq!(c["roles"], json!(["staff"]));
+    let pushed = sees_a_renewal(&app, &tokens).await;
+    assert_eq!(
+        claims(pushed["access_token"].as_str().unwrap())["sub"],
+        "erin@app"
+    );
+
+    // Users file first: alice never reaches the hook, right or wrong.
+    let before = calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(login(&app, "alice", PASSWORD).await.0, 200);
+    assert_eq!(login(&app, "alice", "wrong").await.0, 401);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), before);
+
+    // Broken hook → 503, never a login.
+    let (st, body) = login(&app, "broken", PASSWORD).await;
+    assert_eq!(
+        (st, body["error"].as_str()),
+        (503, Some("temporarily_unavailable"))
+    );
+
+    // Slow hook → 503 once the 5 s timeout passes, not a hang.
+    let t = Instant::now();
+    let (st, _) = login(&app, "slow", PASSWORD).await;
+    assert_eq!(st, 503);
+    assert!(t.elapsed() < Duration::from_secs(12), "{:?}", t.elapsed());
+
+    // Refused → 401, counted by the failed-login limit.
+    for _ in 0..3 {
+        let (st, body) = login(&app, "mallory", "guess").await;
+        assert_eq!(
+            (st, body["error"].as_str()),
+            (401, Some("invalid_credentials"))
+        );
+    }
+    assert_eq!(login(&app, "mallory", "guess").await.0, 429);
+}
+
+#[tokio::test]
+async fn login_hook_down_is_503() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}/check");
+    let app = TestApp::spawn(&["--login-hook", &url]).await;
+    let (st, body) = login(&app, "erin", PASSWORD).await;
+    assert_eq!(
+        (st, body["error"].as_str()),
+        (503, Some("temporarily_unavailable"))
+    );
+    assert_eq!(
+        login(&app, "bob", PASSWORD).await.0,
+        200,
+        "users file still works"
+    );
+}
+
+#[tokio::test]
+async fn discovery_document_points_under_the_issuer() {
+    let app = TestApp::spawn(&["--issuer", "https://auth.example.test/"]).await;
+    let (st, d) = app.get_auth("/.well-known/openid-configuration", "x").await;
+    assert_eq!(st, 200);
+    assert_eq!(d["issuer"], "https://auth.example.test/");
+    assert_eq!(
+        d["jwks_uri"],
+        "https://auth.example.test/.well-known/jwks.json"
+    );
+    assert_eq!(
+        d["token_endpoint"],
+        "https://auth.example.test/auth/refresh"
+    );
+    assert_eq!(
+        d["revocation_endpoint"],
+        "https://auth.example.test/auth/revoke"
+    );
+    assert_eq!(d["id_token_signing_alg_values_supported"], json!(["EdDSA"]));
 }

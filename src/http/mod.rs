@@ -7,6 +7,7 @@ pub mod direct;
 pub mod events;
 pub mod extract;
 pub mod hardening;
+pub mod integration;
 pub mod ops;
 pub mod wire;
 pub mod ws;
@@ -46,12 +47,19 @@ pub fn router(state: AppState) -> Router {
         .route("/api/me", get(api::me))
         .route("/admin/users/{name}/roles", put(api::set_roles))
         .route("/admin/users/{name}/sessions", delete(api::revoke_user))
-        .route("/admin/sessions", get(api::sessions))
+        .route(
+            "/admin/sessions",
+            get(api::sessions).post(integration::mint_session),
+        )
         .route("/admin/sessions/{sid}", delete(api::revoke_session))
         .route("/admin/stats", get(api::stats))
         .route("/auth/renew", post(api::renew))
         .route("/demo/config", get(api::demo_config))
         .route("/.well-known/jwks.json", get(ops::jwks))
+        .route(
+            "/.well-known/openid-configuration",
+            get(integration::openid_configuration),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/", get(ops::index))

@@ -137,6 +137,7 @@ impl Server {
             timing,
             bus,
             scheduler,
+            integration: crate::service::integration::Integration::from_config(&config)?,
         }));
         service
             .load()

@@ -24,7 +24,10 @@ impl Service {
                 retry_after_secs: retry.max(1),
             });
         }
-        let who = self.users.check_password(username, password).await?;
+        let who = match self.users.check_password(username, password).await? {
+            None => self.hook_login(username, password, ip, device).await?,
+            who => who,
+        };
         let Some(who) = who else {
             store
                 .add_login_failure(&key, Duration::from_secs(60))

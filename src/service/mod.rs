@@ -6,6 +6,7 @@
 
 mod admin;
 mod auth;
+pub mod integration;
 mod push;
 pub mod stats;
 
@@ -51,6 +52,8 @@ pub struct Service {
     push_requests: DashMap<String, Instant>,
     /// Last delivery per session and deliveries per minute, for the admin console.
     pub stats: stats::Stats,
+    /// Service key, login hook and the identities of users outside the users file.
+    pub integration: integration::Integration,
 }
 
 /// A channel just opened: its registration and what to tell the client first.
@@ -71,6 +74,7 @@ pub struct Parts {
     pub timing: Timing,
     pub bus: Bus,
     pub scheduler: Scheduler,
+    pub integration: integration::Integration,
 }
 
 impl Service {
@@ -88,6 +92,7 @@ impl Service {
             revocations: DashMap::new(),
             push_requests: DashMap::new(),
             stats: stats::Stats::default(),
+            integration: p.integration,
         }
     }
 
@@ -119,6 +124,9 @@ impl Service {
         }
         let cutoff = now_ms() - self.issuer.access_ttl_ms - 60_000;
         self.revocations.retain(|_, at| *at > cutoff);
+        self.integration
+            .external
+            .prune(now_ms() - self.sessions.policy.max_ms);
         self.push_requests
             .retain(|_, at| at.elapsed() < push::PUSH_REQUEST_INTERVAL);
         self.stats.retain(|sid| self.hub.has_channels(sid));
@@ -143,6 +151,10 @@ impl Service {
     }
 
     fn identity(&self, user: &str) -> ApiResult<Identity> {
+        // Users minted by the app or its login hook first: their claims came with the session.
+        if let Some(who) = self.integration.external.get(user) {
+            return Ok(who);
+        }
         self.users
             .identity(user)
             .ok_or(ApiError::InvalidGrant("the user no longer exists"))

@@ -26,6 +26,9 @@ pub struct Claims {
     pub roles: Vec<String>,
     pub device: String,
     pub ip: String,
+    /// App-defined claims (trusted-backend sessions only), namespaced so they never shadow ours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext: Option<serde_json::Value>,
 }
 
 /// Why a presented access token was refused; the text goes into `error_description`.
@@ -195,6 +198,7 @@ mod tests {
             roles: vec![],
             device: "d".into(),
             ip: "127.0.0.1".into(),
+            ext: None,
         }
     }
 

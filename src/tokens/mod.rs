@@ -74,6 +74,7 @@ impl Issuer {
             roles: who.roles.clone(),
             device: s.device.clone(),
             ip: s.ip.clone(),
+            ext: who.ext.clone(),
         };
         let refresh_left = (s.created_at + self.max_ttl_ms).min(now + self.idle_ttl_ms) - now;
         Ok(Issued {

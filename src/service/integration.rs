@@ -1,0 +1,129 @@
+//! Users the app authenticates itself: sessions minted by a trusted backend with the service
+//! key, and logins vouched for by `--login-hook`. Both end as an ordinary session whose
+//! identity lives in [`Identities`], so pushes and refreshes work like any other.
+
+use subtle::ConstantTimeEq;
+
+use super::*;
+use crate::external::Identities;
+use crate::login_hook::{LoginHook, Verdict};
+
+/// The integration settings a [`Service`] holds.
+#[derive(Default)]
+pub struct Integration {
+    /// Identities of users outside the users file.
+    pub external: Identities,
+    /// `--login-hook`, if configured.
+    pub hook: Option<LoginHook>,
+    /// Bytes of `--service-key-file`, trimmed; `None` turns the trusted-backend routes off.
+    pub service_key: Option<Vec<u8>>,
+}
+
+impl Integration {
+    /// Service key (0600 file, trimmed), login hook and saved external identities.
+    pub fn from_config(config: &crate::config::Config) -> Result<Integration, String> {
+        let service_key = match &config.service_key_file {
+            Some(path) => {
+                let bytes = crate::tokens::keys::read_private(path).map_err(|e| e.to_string())?;
+                let key = String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec();
+                if key.len() < 16 {
+                    return Err(format!(
+                        "{}: a service key needs at least 16 bytes (e.g. `openssl rand -hex 32`)",
+                        path.display()
+                    ));
+                }
+                Some(key)
+            }
+            None => None,
+        };
+        let hook = match &config.login_hook {
+            Some(url) => {
+                // The app tells our calls from anyone else's by the service key, if there is one.
+                let secret = service_key
+                    .as_ref()
+                    .map(|k| String::from_utf8_lossy(k).into_owned());
+                Some(LoginHook::new(url, secret)?)
+            }
+            None => None,
+        };
+        Ok(Integration {
+            external: Identities::open(&config.data_dir)?,
+            hook,
+            service_key,
+        })
+    }
+}
+
+impl Service {
+    /// Whether trusted-backend routes are on.
+    pub fn service_key_configured(&self) -> bool {
+        self.integration.service_key.is_some()
+    }
+
+    /// Constant-time check of a presented service key.
+    pub fn service_key_matches(&self, presented: &[u8]) -> bool {
+        match &self.integration.service_key {
+            Some(key) => bool::from(key.as_slice().ct_eq(presented)),
+            None => false,
+        }
+    }
+
+    /// `POST /admin/sessions`: a new session for a user the app vouches for.
+    pub async fn mint_session(
+        &self,
+        who: Identity,
+        device: &str,
+        ip: &str,
+    ) -> ApiResult<TokenResponse> {
+        let name = who.name.clone();
+        self.integration.external.insert(who);
+        let now = now_ms();
+        let exp = self.issuer.access_exp_ms(now);
+        let s = Session::new(
+            random_id(16),
+            name.clone(),
+            device.to_string(),
+            ip.to_string(),
+            random_id(32),
+            now,
+            exp,
+        );
+        self.sessions.store.insert(&s).await?;
+        self.metrics.logins.with_label_values(&["minted"]).inc();
+        tracing::info!(user = %name, sid = %s.sid, "session minted by trusted backend");
+        Ok(self.issue(&s, 0, exp)?.0)
+    }
+
+    /// After the users file said no: asks `--login-hook` about a username the file does not
+    /// know. `Ok(None)` is a refusal (counts as a failed login); a hook that cannot answer is
+    /// 503, never a login.
+    pub(super) async fn hook_login(
+        &self,
+        username: &str,
+        password: &str,
+        ip: &str,
+        device: &str,
+    ) -> ApiResult<Option<Identity>> {
+        let Some(hook) = &self.integration.hook else {
+            return Ok(None);
+        };
+        if self.users.exists(username) {
+            return Ok(None);
+        }
+        match hook.check(username, password, ip, device).await {
+            Verdict::Accept(who) => {
+                self.integration.external.insert(who.clone());
+                Ok(Some(who))
+            }
+            Verdict::Refuse => Ok(None),
+            Verdict::Unavailable(why) => {
+                tracing::warn!(%why, "login hook unavailable");
+                self.metrics
+                    .logins
+                    .with_label_values(&["hook_unavailable"])
+                    .inc();
+                Err(ApiError::HookUnavailable)
+            }
+        }
+    }
+}
