@@ -214,3 +214,56 @@ async fn write_error(stream: &mut TcpStream, e: ApiError) {
     let _ = stream.write_all(&body).await;
     let _ = stream.shutdown().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const HEAD: &[u8] = b"GET /events?ticket=abc HTTP/1.1\r\nHost: x\r\nLast-Event-ID: s:4\r\n\r\n";
+
+    #[test]
+    fn heads() {
+        assert_eq!(
+            parse_head(HEAD),
+            Ok(Some(Head {
+                query: "ticket=abc".into(),
+                last_event_id: Some("s:4".into()),
+            }))
+        );
+        assert_eq!(parse_head(&HEAD[..20]), Ok(None));
+        assert_eq!(
+            parse_head(b"\x00\x01 garbage\r\n\r\n"),
+            Err(HeadError::Malformed)
+        );
+        let huge = [b"GET /events?".as_slice(), &vec![b'a'; MAX_HEAD]].concat();
+        assert_eq!(parse_head(&huge), Err(HeadError::Malformed));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Arbitrary bytes never panic: a head, "not yet", or malformed.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = parse_head(&bytes);
+            let with_prefix = [b"GET /events?".as_slice(), &bytes].concat();
+            let _ = parse_head(&with_prefix);
+        }
+
+        /// Every proper prefix of a valid head is incomplete, never an error.
+        #[test]
+        fn prefixes_of_a_valid_head_wait_for_more(n in 0..HEAD.len()) {
+            prop_assert_eq!(parse_head(&HEAD[..n]), Ok(None));
+        }
+
+        /// Arbitrary header values (any bytes httparse accepts) come back whole or not at all.
+        #[test]
+        fn last_event_id_is_utf8_or_absent(v in proptest::collection::vec(0x20u8..0x7f, 0..64)) {
+            let head = [b"GET /events HTTP/1.1\r\nLast-Event-ID: ".as_slice(), &v, b"\r\n\r\n"].concat();
+            if let Ok(Some(h)) = parse_head(&head) {
+                prop_assert_eq!(h.last_event_id.map(String::into_bytes), Some(v.trim_ascii().to_vec()));
+            }
+        }
+    }
+}

@@ -80,6 +80,41 @@ struct ClientFrame {
     id: Option<String>,
 }
 
+/// What a client may send on a WebSocket (DESIGN.md "WebSocket").
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientMsg {
+    /// `ack` of a push: `<sid>:<gen>`, when the id parses (an unparseable id is ignored).
+    Ack(Option<(String, u64)>),
+    /// `renew`: push fresh tokens now.
+    Renew,
+    /// `ping`: answered `pong`.
+    Ping,
+}
+
+/// Why a client text frame was refused (the connection is closed 1008).
+#[derive(Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// Not a JSON object with a string `type`.
+    Malformed,
+    /// A `type` we do not know.
+    UnknownType,
+}
+
+/// Parses one client text frame.
+pub fn parse_client_frame(text: &str) -> Result<ClientMsg, FrameError> {
+    let f: ClientFrame = serde_json::from_str(text).map_err(|_| FrameError::Malformed)?;
+    match f.r#type.as_str() {
+        "ack" => Ok(ClientMsg::Ack(
+            f.id.as_deref()
+                .and_then(parse_event_id)
+                .map(|(sid, gen)| (sid.to_string(), gen)),
+        )),
+        "renew" => Ok(ClientMsg::Renew),
+        "ping" => Ok(ClientMsg::Ping),
+        _ => Err(FrameError::UnknownType),
+    }
+}
+
 /// A text message from the codec's bytes (always UTF-8: they are made from `str`s).
 fn text(bytes: axum::body::Bytes) -> Message {
     Message::Text(axum::extract::ws::Utf8Bytes::try_from(bytes).unwrap_or_default())
@@ -124,24 +159,21 @@ async fn run(mut socket: WebSocket, svc: Arc<Service>, opened: Opened, heartbeat
             tokio::select! {
                 frame = socket.recv() => { heard = tokio::time::Instant::now(); match frame {
                     Some(Ok(Message::Text(text))) => {
-                        let Ok(f) = serde_json::from_str::<ClientFrame>(&text) else {
-                            close(&mut socket, CLOSE_POLICY, "malformed frame").await;
-                            break 'conn "ws_malformed";
-                        };
-                        let reply = match f.r#type.as_str() {
-                            "ack" => {
-                                if let Some((sid, gen)) = f.id.as_deref().and_then(parse_event_id) {
-                                    if sid == reg.sid {
-                                        // Boxed: inlined, this future would make every idle connection's state larger.
-                                        let _ = Box::pin(svc.confirm(sid, gen)).await;
-                                    }
-                                }
+                        let reply = match parse_client_frame(&text) {
+                            Ok(ClientMsg::Ack(Some((sid, gen)))) if sid == reg.sid => {
+                                // Boxed: inlined, this future would make every idle connection's state larger.
+                                let _ = Box::pin(svc.confirm(&sid, gen)).await;
                                 None
                             }
-                            "renew" => (!Box::pin(svc.request_push(&reg.sid)).await)
+                            Ok(ClientMsg::Ack(_)) => None,
+                            Ok(ClientMsg::Renew) => (!Box::pin(svc.request_push(&reg.sid)).await)
                                 .then(|| json!({"type": "error", "error": "rate_limited"}).to_string()),
-                            "ping" => Some(json!({"type": "pong"}).to_string()),
-                            _ => {
+                            Ok(ClientMsg::Ping) => Some(json!({"type": "pong"}).to_string()),
+                            Err(FrameError::Malformed) => {
+                                close(&mut socket, CLOSE_POLICY, "malformed frame").await;
+                                break 'conn "ws_malformed";
+                            }
+                            Err(FrameError::UnknownType) => {
                                 close(&mut socket, CLOSE_POLICY, "unknown frame type").await;
                                 break 'conn "ws_malformed";
                             }
@@ -209,7 +241,64 @@ async fn run(mut socket: WebSocket, svc: Arc<Service>, opened: Opened, heartbeat
 
 #[cfg(test)]
 mod tests {
-    use super::origin_allowed;
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn client_frames() {
+        assert_eq!(
+            parse_client_frame(r#"{"type":"ack","id":"s:3"}"#),
+            Ok(ClientMsg::Ack(Some(("s".into(), 3))))
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"ack","id":"nope"}"#),
+            Ok(ClientMsg::Ack(None))
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"ping"}"#),
+            Ok(ClientMsg::Ping)
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"renew","x":1}"#),
+            Ok(ClientMsg::Renew)
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"hi"}"#),
+            Err(FrameError::UnknownType)
+        );
+        for bad in [
+            "",
+            "null",
+            "[]",
+            "{}",
+            r#"{"type":1}"#,
+            "{\"type\":\"ping\"",
+        ] {
+            assert_eq!(parse_client_frame(bad), Err(FrameError::Malformed), "{bad}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Arbitrary text (what tungstenite hands over as a text frame) never panics; it is
+        /// one of the messages or one of the two errors.
+        #[test]
+        fn arbitrary_text_frames_are_parsed_or_refused(text in "\\PC{0,256}") {
+            let _ = parse_client_frame(&text);
+        }
+
+        /// Arbitrary JSON-looking frames: known types parse, others are refused by type.
+        #[test]
+        fn json_frames_of_any_type(kind in "[a-z]{0,8}", id in proptest::option::of("\\PC{0,40}")) {
+            let frame = serde_json::json!({"type": kind, "id": id}).to_string();
+            let got = parse_client_frame(&frame);
+            match kind.as_str() {
+                "ack" | "renew" | "ping" => prop_assert!(got.is_ok()),
+                _ => prop_assert_eq!(got, Err(FrameError::UnknownType)),
+            }
+        }
+    }
 
     #[test]
     fn origin_rules() {

@@ -239,3 +239,48 @@ async fn a_ws_client_that_ignores_pings_is_closed_and_its_slot_freed() {
     ws.send_json(serde_json::json!({"type": "ping"})).await;
     ws.expect("pong", S).await;
 }
+
+/// Arbitrary bytes after a WebSocket upgrade (what tungstenite hands the handler) never take
+/// the server down: each such connection ends within a few heartbeats, others keep working.
+#[test]
+fn arbitrary_bytes_on_an_upgraded_websocket_end_only_that_connection() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let app = rt.block_on(TestApp::spawn(&["--heartbeat", "1s"]));
+    let rt_token = rt.block_on(async {
+        let login = app.login_as("bob").await;
+        app.remember(&login);
+        login["refresh_token"].as_str().unwrap().to_string()
+    });
+    let mut runner = TestRunner::new(Config::with_cases(12));
+    // A masked client text frame with arbitrary payload, or arbitrary raw bytes.
+    let input = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 1..300),
+        proptest::collection::vec(any::<u8>(), 0..120).prop_map(|p| {
+            let mut f = vec![0x81, 0x80 | p.len() as u8, 1, 2, 3, 4];
+            f.extend(p.iter().enumerate().map(|(i, b)| b ^ [1, 2, 3, 4][i % 4]));
+            f
+        }),
+    ];
+    runner
+        .run(&input, |bytes| {
+            rt.block_on(async {
+                let mut ws = raw_ws(app.port, &app.ticket(&rt_token).await).await;
+                ws.write_all(&bytes).await.unwrap();
+                // Ends (close frame or EOF) within three heartbeats, whatever was sent.
+                let mut buf = [0u8; 4096];
+                let end = Instant::now() + 4 * S;
+                loop {
+                    match tokio::time::timeout_at(end, ws.read(&mut buf)).await {
+                        Ok(Ok(0) | Err(_)) => break,
+                        Ok(Ok(_)) => continue,
+                        Err(_) => panic!("connection still open after {bytes:?}"),
+                    }
+                }
+                assert!(app.get_text("/healthz").await.contains("ok"));
+            });
+            Ok(())
+        })
+        .unwrap();
+}
