@@ -203,6 +203,8 @@ class Client {
         // refresh
         this.refreshing = null;
         this.expiryTimer = null;
+        this.expiryRetries = 0;
+        this.lastNetworkReport = 0;
         const g = globalThis;
         this.browser = typeof g.window !== 'undefined' && typeof g.document !== 'undefined';
         const base = opts.baseUrl ?? g.location?.origin ?? '';
@@ -649,10 +651,13 @@ class Client {
             this.expiryTimer = null;
             if (!this.rec)
                 return;
-            this.ensureFresh().catch(() => {
-                // keep the tokens; retry soon unless logged out
-                if (this.rec && !this.expiryTimer)
-                    this.expiryTimer = setTimeout(() => this.scheduleExpiry(), 2000);
+            this.ensureFresh().then(() => (this.expiryRetries = 0), () => {
+                // Keep the tokens and retry with backoff (2 s doubling to 30 s) unless logged out;
+                // coming back online or visible retries at once.
+                if (!this.rec || this.expiryTimer)
+                    return;
+                const wait = Math.min(30000, 2000 * 2 ** Math.min(this.expiryRetries++, 4));
+                this.expiryTimer = setTimeout(() => this.scheduleExpiry(), wait);
             });
         }, Math.min(due, 2 ** 31 - 1));
     }
@@ -742,6 +747,16 @@ class Client {
         }
     }
     report(e) {
+        // An outage fails every background attempt: tell the app once, not every few seconds.
+        if (e.code === 'network') {
+            const now = Date.now();
+            if (now - this.lastNetworkReport < 10000)
+                return e;
+            this.lastNetworkReport = now;
+        }
+        else {
+            this.lastNetworkReport = 0;
+        }
         this.emit('error', e);
         try {
             this.onError?.(e);

@@ -437,6 +437,8 @@ class Client implements TokenpushClient {
   // refresh
   private refreshing: Promise<Tokens> | null = null;
   private expiryTimer: ReturnType<typeof setTimeout> | null = null;
+  private expiryRetries = 0;
+  private lastNetworkReport = 0;
 
   constructor(opts: ClientOptions) {
     const g = globalThis as { location?: Location; window?: unknown; document?: unknown };
@@ -854,10 +856,16 @@ class Client implements TokenpushClient {
     this.expiryTimer = setTimeout(() => {
       this.expiryTimer = null;
       if (!this.rec) return;
-      this.ensureFresh().catch(() => {
-        // keep the tokens; retry soon unless logged out
-        if (this.rec && !this.expiryTimer) this.expiryTimer = setTimeout(() => this.scheduleExpiry(), 2000);
-      });
+      this.ensureFresh().then(
+        () => (this.expiryRetries = 0),
+        () => {
+          // Keep the tokens and retry with backoff (2 s doubling to 30 s) unless logged out;
+          // coming back online or visible retries at once.
+          if (!this.rec || this.expiryTimer) return;
+          const wait = Math.min(30000, 2000 * 2 ** Math.min(this.expiryRetries++, 4));
+          this.expiryTimer = setTimeout(() => this.scheduleExpiry(), wait);
+        },
+      );
     }, Math.min(due, 2 ** 31 - 1));
   }
 
@@ -942,6 +950,14 @@ class Client implements TokenpushClient {
   }
 
   private report(e: TokenpushError): TokenpushError {
+    // An outage fails every background attempt: tell the app once, not every few seconds.
+    if (e.code === 'network') {
+      const now = Date.now();
+      if (now - this.lastNetworkReport < 10000) return e;
+      this.lastNetworkReport = now;
+    } else {
+      this.lastNetworkReport = 0;
+    }
     this.emit('error', e);
     try {
       this.onError?.(e);

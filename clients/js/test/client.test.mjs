@@ -490,3 +490,18 @@ test('revocation reason reaches other tabs even when the storage event beats the
   await until(() => b.tokens === null, 1000, 'b logged out');
   assert.deepEqual(reasons, ['admin']);
 });
+
+test('an outage is reported once, not on every background retry', async () => {
+  const server = new FakeServer();
+  server.handlers['/auth/login'] = () => server.json(200, tokens('s1', 0, { ttl: 0 }));
+  const errors = [];
+  const c = make(server, { maxBackoffMs: 30, maxConnectFailures: 100 });
+  c.on('error', (e) => errors.push(e.code));
+  await c.login('alice', 'pw');
+  server.handlers['/auth/refresh'] = () => Promise.reject(new TypeError('offline'));
+  server.handlers['/auth/ticket'] = () => Promise.reject(new TypeError('offline'));
+  for (let i = 0; i < 5; i++) await c.getAccessToken();
+  await sleep(300);
+  assert.ok(server.count('/auth/refresh') >= 5 && server.count('/auth/ticket') >= 3);
+  assert.deepEqual(errors, ['network']);
+});
