@@ -1,6 +1,8 @@
 //! Prometheus metrics: channels, pushes, push lag, delivery margin (I1 as a number),
 //! revocations, reuse detections, refresh outcomes.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -20,7 +22,15 @@ pub struct Metrics {
     pub refreshes: IntCounterVec,
     pub logins: IntCounterVec,
     pub channels_closed: IntCounterVec,
+    /// Tokens written while the access token the client held had already expired (I1 broken).
+    pub margin_breaches: IntCounter,
+    /// First pushes to clients that came back after their access token expired: not breaches.
+    pub resumes_after_expiry: IntCounter,
+    min_seen: AtomicI64,
 }
+
+/// A held expiry meaning "the client's access token had expired before its channel opened".
+pub const HELD_EXPIRED: i64 = -1;
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
     r.register(Box::new(m.clone()))
@@ -34,7 +44,9 @@ impl Default for Metrics {
         let lag_buckets = vec![
             0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
         ];
-        let margin_buckets = vec![0.0, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0];
+        let margin_buckets = vec![
+            -60.0, -10.0, -1.0, 0.0, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0,
+        ];
         Metrics {
             channels: reg(
                 &r,
@@ -68,7 +80,7 @@ impl Default for Metrics {
                 Histogram::with_opts(
                     HistogramOpts::new(
                         "tokenpush_delivery_margin_seconds",
-                        "Access lifetime left when the previous token's push was written",
+                        "Access lifetime left on the token the client held when a push was written (negative: a breach)",
                     )
                     .buckets(margin_buckets),
                 )
@@ -78,7 +90,7 @@ impl Default for Metrics {
                 &r,
                 IntGauge::new(
                     "tokenpush_delivery_margin_min_ms",
-                    "Smallest delivery margin seen",
+                    "Smallest delivery margin seen (may be negative; 0 until the first sample)",
                 )
                 .unwrap(),
             ),
@@ -122,25 +134,49 @@ impl Default for Metrics {
                 )
                 .unwrap(),
             ),
+            margin_breaches: reg(
+                &r,
+                IntCounter::new(
+                    "tokenpush_delivery_margin_breaches_total",
+                    "Tokens written after the access token the client held had expired",
+                )
+                .unwrap(),
+            ),
+            resumes_after_expiry: reg(
+                &r,
+                IntCounter::new(
+                    "tokenpush_resumes_after_expiry_total",
+                    "First pushes to clients that came back after their access token expired",
+                )
+                .unwrap(),
+            ),
+            min_seen: AtomicI64::new(i64::MAX),
             registry: r,
         }
     }
 }
 
 impl Metrics {
-    /// Records a `tokens` event written to a channel: lag from its deadline, and the margin
-    /// left on the access token it replaces (`prev_exp_ms`, 0 if unknown).
-    pub fn written(&self, deadline_ms: i64, prev_exp_ms: i64) {
-        let now = crate::clock::now_ms();
+    /// Records a `tokens` event written to a channel at `now`: lag from its deadline, and the
+    /// margin left on the access token the client held (`held_exp_ms`: 0 if unknown,
+    /// [`HELD_EXPIRED`] for a client that came back after its token expired). Negative margins
+    /// are recorded as they are: they are breaches of I1.
+    pub fn written(&self, deadline_ms: i64, held_exp_ms: i64, now: i64) {
         self.push_lag
             .observe(((now - deadline_ms).max(0)) as f64 / 1000.0);
-        if prev_exp_ms > 0 {
-            let margin = prev_exp_ms - now;
-            self.delivery_margin.observe(margin.max(0) as f64 / 1000.0);
-            let cur = self.min_margin_ms.get();
-            if cur == 0 || margin < cur {
-                self.min_margin_ms.set(margin);
+        if held_exp_ms == HELD_EXPIRED {
+            self.resumes_after_expiry.inc();
+        } else if held_exp_ms > 0 {
+            let margin = held_exp_ms - now;
+            self.delivery_margin.observe(margin as f64 / 1000.0);
+            if margin < 0 {
+                self.margin_breaches.inc();
             }
+            let min = self
+                .min_seen
+                .fetch_min(margin, Ordering::Relaxed)
+                .min(margin);
+            self.min_margin_ms.set(min);
         }
     }
 

@@ -515,3 +515,202 @@ async fn sse_is_the_same_on_fresh_and_reused_connections() {
         "{refused}"
     );
 }
+
+/// Issue 14 defect 2: every confirmed use keeps a session alive, however short the idle TTL.
+#[tokio::test]
+async fn acking_clients_outlive_a_short_idle_ttl_and_idle_ones_expire() {
+    let app = TestApp::spawn(&[
+        "--refresh-idle-ttl",
+        "6s",
+        "--access-ttl",
+        "4s",
+        "--renew-lead",
+        "1s",
+        "--renew-jitter",
+        "0s",
+    ])
+    .await;
+    let (a, b, c, d) = (
+        app.login_as("bob").await,
+        app.login_as("bob").await,
+        app.login_as("bob").await,
+        app.login_as("bob").await,
+    );
+    let mut sse = app
+        .sse(&app.ticket(&s(&a, "refresh_token")).await, None)
+        .await
+        .unwrap();
+    sse.expect("ready", 5 * S).await;
+    let mut ws = app.ws(&app.ticket(&s(&b, "refresh_token")).await).await;
+    ws.expect("ready", 5 * S).await;
+    // C holds a channel but never acks; D does nothing at all.
+    let mut idle = app
+        .sse(&app.ticket(&s(&c, "refresh_token")).await, None)
+        .await
+        .unwrap();
+    idle.expect("ready", 5 * S).await;
+
+    let sse_side = {
+        let (client, ack_url) = (app.client.clone(), app.url("/auth/ack"));
+        tokio::spawn(async move {
+            let (mut pushes, mut last) = (0, None);
+            let end = Instant::now() + 30 * S;
+            while Instant::now() < end {
+                match sse.next(end - Instant::now()).await {
+                    Some(ev) if ev.event == "tokens" => {
+                        let at = s(&ev.data, "access_token");
+                        let r = client.post(&ack_url).bearer_auth(&at).send().await.unwrap();
+                        assert_eq!(r.status(), 204);
+                        pushes += 1;
+                        last = Some(s(&ev.data, "refresh_token"));
+                    }
+                    Some(ev) => assert_ne!(ev.event, "revoked", "acking SSE client revoked"),
+                    None => assert!(!sse.closed, "SSE channel closed"),
+                }
+            }
+            (pushes, last.unwrap())
+        })
+    };
+    let ws_side = tokio::spawn(async move {
+        let (mut pushes, mut last) = (0, None);
+        let end = Instant::now() + 30 * S;
+        while Instant::now() < end {
+            match ws.next(end - Instant::now()).await {
+                Some(f) if f["type"] == "tokens" => {
+                    ws.send_json(json!({"type": "ack", "id": f["id"]})).await;
+                    pushes += 1;
+                    last = Some(s(&f, "refresh_token"));
+                }
+                Some(f) => assert_ne!(f["type"], "revoked", "acking WS client revoked"),
+                None => assert!(ws.close_code.is_none(), "WS closed: {:?}", ws.close_code),
+            }
+        }
+        (pushes, last.unwrap())
+    });
+    let started = Instant::now();
+    let revoked = idle.expect("revoked", 12 * S).await;
+    assert_eq!(revoked.data["reason"], "expired");
+    assert!(started.elapsed() >= 4 * S, "expired too early");
+    let (st, body) = app.refresh(&s(&d, "refresh_token")).await;
+    assert_eq!((st, body["error"].as_str()), (400, Some("invalid_grant")));
+
+    let (sse_pushes, sse_rt) = sse_side.await.unwrap();
+    let (ws_pushes, ws_rt) = ws_side.await.unwrap();
+    assert!(
+        sse_pushes >= 8 && ws_pushes >= 8,
+        "{sse_pushes} / {ws_pushes} pushes"
+    );
+    for rt in [sse_rt, ws_rt] {
+        let (st, body) = app.refresh(&rt).await;
+        assert_eq!(st, 200, "still logged in after 30 s: {body}");
+    }
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Issue 14 defect 3: a client that comes back after its access token expired is counted as
+/// a resume after expiry, not as a negative delivery margin.
+#[tokio::test]
+async fn a_client_back_after_expiry_is_a_resume_not_a_breach() {
+    let app = TestApp::spawn(&[
+        "--access-ttl",
+        "3s",
+        "--renew-lead",
+        "1s",
+        "--renew-jitter",
+        "0s",
+    ])
+    .await;
+    let t = app.login_as("bob").await;
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let mut sse = app
+        .sse(&app.ticket(&s(&t, "refresh_token")).await, None)
+        .await
+        .unwrap();
+    sse.expect("ready", 5 * S).await;
+    let first = sse.expect("tokens", 5 * S).await;
+    let at = s(&first.data, "access_token");
+    let r = app
+        .client
+        .post(app.url("/auth/ack"))
+        .bearer_auth(&at)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // The next push is an ordinary renewal, measured against the token just delivered.
+    sse.expect("tokens", 5 * S).await;
+    let m = app.get_text("/metrics").await;
+    assert_eq!(metric(&m, "tokenpush_resumes_after_expiry_total"), 1.0);
+    assert_eq!(metric(&m, "tokenpush_delivery_margin_breaches_total"), 0.0);
+    let min = metric(&m, "tokenpush_delivery_margin_min_ms");
+    assert!(min > 0.0, "min margin {min} ms");
+}
+
+/// Issue 14 defect 1 (runtime part): however lead and jitter fall, a channel is never pushed
+/// twice within a quarter of the access TTL, and gets one push per token lifetime.
+#[tokio::test]
+async fn pushes_are_never_closer_than_a_quarter_of_the_access_ttl() {
+    // Lead + jitter just under the TTL: the schedule alone would push every 0–1.1 s.
+    let app = TestApp::spawn(&[
+        "--access-ttl",
+        "4s",
+        "--renew-lead",
+        "2900ms",
+        "--renew-jitter",
+        "1s",
+    ])
+    .await;
+    let t = app.login_as("bob").await;
+    let mut ws = app.ws(&app.ticket(&s(&t, "refresh_token")).await).await;
+    ws.expect("ready", 5 * S).await;
+    let mut at = vec![];
+    let end = Instant::now() + 8 * S;
+    while Instant::now() < end {
+        if let Some(f) = ws.next(end - Instant::now()).await {
+            if f["type"] == "tokens" {
+                ws.send_json(json!({"type": "ack", "id": f["id"]})).await;
+                at.push(Instant::now());
+            }
+        }
+    }
+    let gaps: Vec<u128> = at.windows(2).map(|w| (w[1] - w[0]).as_millis()).collect();
+    assert!(at.len() >= 4, "{} pushes in 8 s", at.len());
+    assert!(
+        gaps.iter().all(|&g| g >= 900),
+        "pushes closer than a quarter of the TTL: {gaps:?} ms"
+    );
+
+    // The shape of `--access-ttl 30s --renew-lead 10s`, scaled down: one push per lifetime.
+    let app = TestApp::spawn(&[
+        "--access-ttl",
+        "3s",
+        "--renew-lead",
+        "1s",
+        "--renew-jitter",
+        "0s",
+    ])
+    .await;
+    let t = app.login_as("bob").await;
+    let mut ws = app.ws(&app.ticket(&s(&t, "refresh_token")).await).await;
+    ws.expect("ready", 5 * S).await;
+    let mut n = 0;
+    let end = Instant::now() + 7 * S;
+    while Instant::now() < end {
+        if let Some(f) = ws.next(end - Instant::now()).await {
+            if f["type"] == "tokens" {
+                ws.send_json(json!({"type": "ack", "id": f["id"]})).await;
+                n += 1;
+            }
+        }
+    }
+    // Pushes at about 2 s, 4 s and 6 s after login (each 1 s before its token expires).
+    assert!((3..=4).contains(&n), "{n} pushes in 7 s with a 3 s token");
+}

@@ -53,7 +53,13 @@ impl Service {
     }
 
     /// Applies the rotation rule to a presented refresh token. Replay revokes the session.
-    pub async fn redeem(&self, token: &str, how: Use) -> ApiResult<(Session, u64)> {
+    /// `access_exp_ms`: expiry of the access token that will be issued with the answer, if any.
+    pub async fn redeem(
+        &self,
+        token: &str,
+        how: Use,
+        access_exp_ms: Option<Millis>,
+    ) -> ApiResult<(Session, u64)> {
         let p =
             RefreshTokens::parse(token).ok_or(ApiError::InvalidGrant("malformed refresh token"))?;
         let now = now_ms();
@@ -62,11 +68,15 @@ impl Service {
         let res = self
             .sessions
             .update(&p.sid, |s| {
-                if refresh.verify(&p, &s.nonce) {
-                    s.present(p.gen, how, now, &policy)
-                } else {
-                    Outcome::Invalid("unknown refresh token")
+                if !refresh.verify(&p, &s.nonce) {
+                    return Outcome::Invalid("unknown refresh token");
                 }
+                let before = s.version;
+                let o = s.present(p.gen, how, now, &policy);
+                if let (Outcome::Issue(_), Some(exp)) = (o, access_exp_ms) {
+                    s.issued(exp, s.version != before, &policy);
+                }
+                o
             })
             .await?;
         let outcome = match res {
@@ -108,13 +118,14 @@ impl Service {
 
     /// `POST /auth/refresh`.
     pub async fn refresh(&self, token: &str) -> ApiResult<TokenResponse> {
-        let (s, gen) = self.redeem(token, Use::Refresh).await?;
-        Ok(self.issue(&s, gen, self.issuer.access_exp_ms(now_ms()))?.0)
+        let exp = self.issuer.access_exp_ms(now_ms());
+        let (s, gen) = self.redeem(token, Use::Refresh, Some(exp)).await?;
+        Ok(self.issue(&s, gen, exp)?.0)
     }
 
     /// `POST /auth/ticket`: a single-use ticket for a channel, recording the generation proved.
     pub async fn ticket(&self, token: &str) -> ApiResult<String> {
-        let (s, _) = self.redeem(token, Use::Ticket).await?;
+        let (s, _) = self.redeem(token, Use::Ticket, None).await?;
         let gen = RefreshTokens::parse(token).map_or(0, |p| p.gen);
         let ticket = random_id(24);
         let grant = TicketGrant {
@@ -131,8 +142,10 @@ impl Service {
 
     /// Confirms that the client holds generation `gen` of `sid`.
     pub async fn confirm(&self, sid: &str, gen: u64) -> ApiResult<()> {
-        let now = now_ms();
-        self.sessions.update(sid, |s| s.confirm(gen, now)).await?;
+        let (now, policy) = (now_ms(), self.sessions.policy);
+        self.sessions
+            .update(sid, |s| s.confirm(gen, now, &policy))
+            .await?;
         Ok(())
     }
 }

@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// `Opened::held_exp_ms` of a client whose access token had expired before it came back.
+pub const HELD_EXPIRED: Millis = crate::metrics::HELD_EXPIRED;
+
 /// Requested pushes (WS `renew`, expired-token nudges) per session at most this often.
 pub(super) const PUSH_REQUEST_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -22,13 +25,13 @@ impl Service {
         };
         let grant = grant.ok_or(ApiError::InvalidTicket)?;
         let mut proved = grant.gen;
-        let now = now_ms();
+        let (now, policy) = (now_ms(), self.sessions.policy);
         // One store round trip: confirming a Last-Event-ID already yields the session.
         let found = match last_event_id.and_then(parse_event_id) {
             Some((sid, gen)) if sid == grant.sid => {
                 proved = proved.max(gen);
                 self.sessions
-                    .update(sid, |s| s.confirm(gen, now))
+                    .update(sid, |s| s.confirm(gen, now, &policy))
                     .await?
                     .map(|(s, _)| s)
             }
@@ -50,10 +53,12 @@ impl Service {
             })
         })?;
         if first {
-            self.scheduler
-                .schedule(&s.sid, self.deadline(s.push_exp_ms));
+            self.scheduler.schedule(&s.sid, self.next_due(&s));
         }
-        let mut held_exp_ms = s.push_exp_ms;
+        // The newest access token issued to anyone is the best this client can hold: when even
+        // that has expired, the client is back after expiry, and its first push is no breach.
+        let newest = s.issued_exp_ms.max(s.push_exp_ms);
+        let mut held_exp_ms = if newest > now { newest } else { HELD_EXPIRED };
         if proved < s.current_gen {
             let now = now_ms();
             let (resp, exp) = self.issue(&s, s.current_gen, self.issuer.access_exp_ms(now))?;
@@ -65,7 +70,13 @@ impl Service {
                 exp,
             ))));
             self.metrics.pushes.with_label_values(&["resume"]).inc();
-            held_exp_ms = 0;
+            // It proved an older generation, so it missed the last push: its access token
+            // expires before that push's did.
+            if held_exp_ms != HELD_EXPIRED && s.push_exp_ms <= now {
+                held_exp_ms = HELD_EXPIRED;
+            } else if held_exp_ms != HELD_EXPIRED {
+                held_exp_ms = held_exp_ms.min(s.push_exp_ms);
+            }
         }
         Ok(Opened {
             reg,
@@ -89,7 +100,8 @@ impl Service {
             return Ok(()); // no channel here: the server does not renew
         }
         enum Step {
-            Skip(Millis),
+            /// Not now; renew again at this time if given.
+            Skip(Option<Millis>),
             Push(u64),
             Dead,
         }
@@ -97,17 +109,24 @@ impl Service {
         let exp = self.issuer.access_exp_ms(now);
         // The earliest deadline the current push could have had; later than that means another
         // node (or a claims change) already pushed.
-        let (policy, lead) = (
+        let (policy, lead, floor) = (
             self.sessions.policy,
             self.timing.lead_ms + self.timing.jitter_ms,
+            self.push_floor_ms(),
         );
         let Some((s, step)) = self
             .sessions
             .update(sid, |s| {
                 if !s.is_live(now, &policy) {
                     Step::Dead
+                } else if reason == Reason::Renewal && now < s.pushed_at + floor {
+                    // The runtime floor: whatever the schedule says (settings, skew, another
+                    // node), renewals of a session are never closer than a quarter of the
+                    // access TTL. (Requested pushes have their own rate limit; claim changes
+                    // must go out at once.)
+                    Step::Skip(Some(s.pushed_at + floor))
                 } else if reason == Reason::Renewal && s.push_exp_ms - lead > now + 1000 {
-                    Step::Skip(s.push_exp_ms)
+                    Step::Skip(None)
                 } else {
                     Step::Push(s.push(now, exp))
                 }
@@ -121,7 +140,13 @@ impl Service {
                 let reason = s.revoked.clone().unwrap_or_else(|| "expired".into());
                 self.revoked(sid, &reason);
             }
-            Step::Skip(push_exp) => self.scheduler.schedule(sid, self.deadline(push_exp)),
+            Step::Skip(at) => {
+                if reason == Reason::Renewal {
+                    let due = self.next_due(&s);
+                    self.scheduler
+                        .schedule(sid, at.map_or(due, |at| at.max(due)));
+                }
+            }
             Step::Push(gen) => {
                 let (resp, exp) = self.issue(&s, gen, exp)?;
                 let push = TokensPush::new(&resp, gen, reason, deadline_ms, exp);
@@ -150,8 +175,22 @@ impl Service {
     pub(super) fn deliver_tokens(&self, push: TokensPush) {
         let (sid, exp) = (push.sid.clone(), push.access_exp_ms);
         if self.hub.deliver(&sid, &Event::Tokens(Arc::new(push))) > 0 {
-            self.scheduler.schedule(&sid, self.deadline(exp));
+            // Pushed about now, with this expiry: the same rule as `next_due`.
+            let at = self.deadline(exp).max(now_ms() + self.push_floor_ms());
+            self.scheduler.schedule(&sid, at);
         }
+    }
+
+    /// Pushes of one session are at least this far apart (a quarter of the access TTL).
+    fn push_floor_ms(&self) -> Millis {
+        self.issuer.access_ttl_ms / 4
+    }
+
+    /// When the session's next renewal is due: its lead (and jitter) before the pushed
+    /// token expires, but never sooner than the floor after the last push.
+    fn next_due(&self, s: &Session) -> Millis {
+        self.deadline(s.push_exp_ms)
+            .max(s.pushed_at + self.push_floor_ms())
     }
 
     /// A requested push (WS `renew`, a live session's expired Bearer): at most one per
@@ -182,9 +221,11 @@ impl Service {
     /// A `tokens` event was written to a channel: push lag and delivery margin metrics, and
     /// the session's last delivery for the admin console. `prev_exp_ms` is the expiry of the
     /// access token it replaces (0 when unknown).
+    /// [`HELD_EXPIRED`] when the client's token had expired before its channel opened: a
+    /// resume after expiry, counted apart and never a margin sample.
     pub fn written(&self, push: &TokensPush, prev_exp_ms: Millis) {
-        self.metrics.written(push.deadline_ms, prev_exp_ms);
         let now = now_ms();
+        self.metrics.written(push.deadline_ms, prev_exp_ms, now);
         self.stats.written(
             &push.sid,
             stats::LastPush {

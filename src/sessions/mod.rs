@@ -34,6 +34,13 @@ pub struct Session {
     pub last_used_at: Millis,
     /// Expiry of the access token last pushed (or issued at login): the renewal clock.
     pub push_exp_ms: Millis,
+    /// When the last push was made (login counts): the floor between two pushes.
+    #[serde(default)]
+    pub pushed_at: Millis,
+    /// Expiry of the newest access token issued by any path (login, refresh, push): what a
+    /// client opening a channel holds at best, for the delivery margin.
+    #[serde(default)]
+    pub issued_exp_ms: Millis,
     pub revoked: Option<String>,
     pub revoked_at: Millis,
     /// Bumped on every change; the compare-and-set key.
@@ -64,6 +71,8 @@ impl Session {
             created_at: now,
             last_used_at: now,
             push_exp_ms: access_exp_ms,
+            pushed_at: now,
+            issued_exp_ms: access_exp_ms,
             revoked: None,
             revoked_at: 0,
             version: 0,

@@ -32,8 +32,16 @@ pub enum Outcome {
 /// Reason recorded when replay revokes a session.
 pub const REUSE: &str = "reuse_detected";
 
-/// Refreshes count as activity at most this often, so duplicate answers need no write.
+/// Uses count as activity at most this often, so duplicate answers need no write...
 const TOUCH_EVERY_MS: Millis = 60_000;
+
+impl Policy {
+    /// ...but at least ten times per idle lifetime, so a session in use never idles out
+    /// between two recorded uses, however short `--refresh-idle-ttl` is.
+    pub fn touch_every_ms(&self) -> Millis {
+        TOUCH_EVERY_MS.min(self.idle_ms / 10).max(1)
+    }
+}
 
 impl Session {
     /// Whether the session can still be used at `now`.
@@ -72,31 +80,44 @@ impl Session {
                 self.changed();
             }
             Outcome::Issue(self.current_gen)
-        } else if g == f || now - self.confirmed_at < p.grace_ms {
-            // A lost response or push, a second tab, a retry, or a caller that lost the race.
+        } else if g == f || (g + 1 == f && now - self.confirmed_at < p.grace_ms) {
+            // A lost response or push, a second tab, a retry, or (f − 1 within grace) a
+            // concurrent caller that lost the race. Anything older is never redeemable.
             Outcome::Issue(c)
         } else {
             self.revoke(REUSE, now);
             return Outcome::Reuse;
         };
-        if now - self.last_used_at >= TOUCH_EVERY_MS {
-            self.last_used_at = now;
-            self.changed();
-        }
+        self.touch(now, p);
         outcome
     }
 
+    /// Records a use as activity (idle timeout), writing at most once per
+    /// [`Policy::touch_every_ms`].
+    pub fn touch(&mut self, now: Millis, p: &Policy) {
+        if now - self.last_used_at >= p.touch_every_ms() {
+            self.last_used_at = now;
+            self.changed();
+        }
+    }
+
     /// The client proved it holds generation `g` (ack, Last-Event-ID, Bearer of that generation).
-    /// Returns whether that confirmed something new.
-    pub fn confirm(&mut self, g: u64, now: Millis) -> bool {
-        if self.revoked.is_none() && g == self.current_gen && g > self.confirmed_gen {
+    /// Returns whether that confirmed something new. Proving the current or the confirmed
+    /// generation of a live session is a use: it keeps the session from idling out.
+    pub fn confirm(&mut self, g: u64, now: Millis, p: &Policy) -> bool {
+        if !self.is_live(now, p) {
+            return false;
+        }
+        let new = g == self.current_gen && g > self.confirmed_gen;
+        if new {
             self.confirmed_gen = g;
             self.confirmed_at = now;
             self.changed();
-            true
-        } else {
-            false
         }
+        if g == self.current_gen || g == self.confirmed_gen {
+            self.touch(now, p);
+        }
+        new
     }
 
     /// A scheduled or requested push: rotate only when the last push was confirmed, so at most
@@ -108,8 +129,22 @@ impl Session {
             self.rotated_at = now;
         }
         self.push_exp_ms = access_exp_ms;
+        self.pushed_at = now;
+        self.issued_exp_ms = self.issued_exp_ms.max(access_exp_ms);
         self.changed();
         self.current_gen
+    }
+
+    /// An access token expiring at `exp` was issued with a refresh answer. Recorded when the
+    /// answer wrote anyway (`wrote`), or when it moves the record by a touch interval or more,
+    /// so duplicate answers still need no write.
+    pub fn issued(&mut self, exp: Millis, wrote: bool, p: &Policy) {
+        if exp > self.issued_exp_ms && (wrote || exp - self.issued_exp_ms >= p.touch_every_ms()) {
+            self.issued_exp_ms = exp;
+            if !wrote {
+                self.changed();
+            }
+        }
     }
 
     /// Marks the session revoked; returns false when it already was.
@@ -165,6 +200,10 @@ mod tests {
             (2, 1, 5_000, 0, Use::Refresh, Issue(2), 2, 1),   // lost the race, inside grace
             (2, 1, 31_000, 0, Use::Refresh, Reuse, 2, 1),     // replay after grace: theft
             (2, 2, 40_000, 0, Use::Refresh, Reuse, 2, 2),
+            (2, 2, 5_000, 1, Use::Refresh, Issue(2), 2, 2), // f − 1 inside grace
+            (2, 2, 5_000, 0, Use::Refresh, Reuse, 2, 2),    // f − 2: never, even inside grace
+            (3, 2, 5_000, 0, Use::Refresh, Reuse, 3, 2),    // f − 2 with a pending successor
+            (3, 2, 5_000, 1, Use::Ticket, Issue(3), 3, 2),  // f − 1 on a ticket, inside grace
             (
                 2,
                 1,
@@ -175,7 +214,7 @@ mod tests {
                 2,
                 1,
             ), // ahead: no revoke
-            (1, 0, 0, 1, Use::Ticket, Issue(1), 1, 1), // ticket confirms, never rotates
+            (1, 0, 0, 1, Use::Ticket, Issue(1), 1, 1),      // ticket confirms, never rotates
             (1, 1, 0, 1, Use::Ticket, Issue(1), 1, 1),
             (2, 1, 40_000, 0, Use::Ticket, Reuse, 2, 1), // replay detection on tickets too
         ];
@@ -225,10 +264,33 @@ mod tests {
             2,
             "previous push unconfirmed: same generation"
         );
-        assert!(s.confirm(2, T0));
-        assert!(!s.confirm(2, T0), "confirming twice changes nothing");
+        assert!(s.confirm(2, T0, &P));
+        assert!(!s.confirm(2, T0, &P), "confirming twice changes nothing");
         assert_eq!(s.push(T0, T0 + 6000), 3);
-        assert!(!s.confirm(7, T0), "ahead of the session");
+        assert!(!s.confirm(7, T0, &P), "ahead of the session");
+    }
+
+    #[test]
+    fn uses_keep_a_short_idle_session_alive() {
+        let p = Policy {
+            idle_ms: 6_000,
+            ..P
+        };
+        assert_eq!(p.touch_every_ms(), 600);
+        assert_eq!(P.touch_every_ms(), 60_000);
+        let mut s = session(1, 1, 0);
+        s.last_used_at = T0;
+        // An ack every 3 s for 30 s: the session never idles out.
+        let mut now = T0;
+        for _ in 0..10 {
+            now += 3_000;
+            assert!(s.is_live(now, &p));
+            s.confirm(1, now, &p);
+        }
+        assert!(s.is_live(now + 5_000, &p));
+        assert!(!s.is_live(now + 6_000, &p), "nothing for 6 s: expired");
+        assert!(!s.confirm(1, now + 6_000, &p), "an ack does not revive it");
+        assert_eq!(s.last_used_at, now);
     }
 
     #[test]

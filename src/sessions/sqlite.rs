@@ -80,7 +80,8 @@ fn write_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Write>) {
             {
                 let mut st = tx.prepare_cached(
                     "INSERT INTO sessions (sid, user, version, revoked_at, data) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT(sid) DO UPDATE SET version = ?3, revoked_at = ?4, data = ?5",
+                     ON CONFLICT(sid) DO UPDATE SET version = ?3, revoked_at = ?4, data = ?5
+                     WHERE excluded.version > sessions.version",
                 )?;
                 for w in &batch {
                     st.execute(params![w.sid, w.user, w.version, w.revoked_at, w.data])?;
@@ -207,7 +208,8 @@ impl Store for SqliteStore {
             }
             *cur = s.clone();
         }
-        // The writer commits in queue order, so the file ends at the newest version.
+        // Another CAS may queue its (newer) write before this one: the upsert only ever moves
+        // a row forward in version, so the file ends at the newest version whatever the order.
         self.persist(s).await?;
         Ok(true)
     }
@@ -313,6 +315,102 @@ mod tests {
             store.roles("u").await.unwrap(),
             Some(vec!["admin".to_string()])
         );
+    }
+
+    /// Issue 14 defect 5: a revocation must survive a restart even when an older write of the
+    /// same session reaches the writer after it.
+    #[tokio::test]
+    async fn an_older_write_landing_late_does_not_undo_a_revocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = SqliteStore::open(&path).unwrap();
+        let mut s = Session::new(
+            "s".into(),
+            "u".into(),
+            "d".into(),
+            "ip".into(),
+            "n".into(),
+            1,
+            2,
+        );
+        store.insert(&s).await.unwrap();
+        let mut older = s.clone();
+        older.current_gen = 1;
+        older.version = 1;
+        s.revoke("logout", 5);
+        s.version = 2;
+        // The order two racing compare-and-sets can reach the writer in: newest first.
+        store.persist(&s).await.unwrap();
+        store.persist(&older).await.unwrap();
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        let back = store.load("s").await.unwrap().unwrap();
+        assert_eq!(back.revoked.as_deref(), Some("logout"));
+        assert_eq!(back.version, 2);
+    }
+
+    /// The same through the public path: many racing CAS rounds and a revocation, then a
+    /// restart; the file holds the newest version of every session.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_cas_and_revocation_survive_restart() {
+        use crate::sessions::{Policy, Sessions};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = Arc::new(SqliteStore::open(&path).unwrap());
+        let sessions = Sessions::new(
+            store.clone(),
+            Policy {
+                grace_ms: 1,
+                idle_ms: 1 << 40,
+                max_ms: 1 << 40,
+            },
+        );
+        for round in 0..20 {
+            let sid = format!("s{round}");
+            let s = Session::new(
+                sid.clone(),
+                "u".into(),
+                "d".into(),
+                "ip".into(),
+                "n".into(),
+                1,
+                2,
+            );
+            store.insert(&s).await.unwrap();
+            let mut tasks = vec![];
+            for i in 0..16 {
+                let (sessions, sid) = (sessions.clone(), sid.clone());
+                tasks.push(tokio::spawn(async move {
+                    sessions
+                        .update(&sid, |s| {
+                            if i == 8 {
+                                s.revoke("logout", 10);
+                            } else if s.revoked.is_none() {
+                                s.push(10, 20);
+                            }
+                        })
+                        .await
+                        .unwrap();
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+        let want: Vec<Session> = futures::future::join_all((0..20).map(|r| {
+            let store = store.clone();
+            async move { store.load(&format!("s{r}")).await.unwrap().unwrap() }
+        }))
+        .await;
+        drop(sessions);
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        for w in want {
+            let back = store.load(&w.sid).await.unwrap().unwrap();
+            assert_eq!(back.revoked.as_deref(), Some("logout"), "{}", w.sid);
+            assert_eq!(back, w);
+        }
     }
 
     #[tokio::test]
