@@ -467,3 +467,39 @@ async fn discovery_document_points_under_the_issuer() {
     );
     assert_eq!(d["id_token_signing_alg_values_supported"], json!(["EdDSA"]));
 }
+
+#[tokio::test]
+async fn openapi_document_is_served_and_matches_the_committed_one() {
+    let app = TestApp::spawn(&[]).await;
+    let r = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let served: Value = r.json().await.unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json");
+    if std::env::var_os("TOKENPUSH_BLESS").is_some() {
+        std::fs::write(path, serde_json::to_string_pretty(&served).unwrap() + "\n").unwrap();
+    }
+    let committed: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert!(
+        served == committed,
+        "docs/openapi.json is stale: TOKENPUSH_BLESS=1 cargo test --test integration openapi"
+    );
+    assert_eq!(served["openapi"], "3.1.0");
+    for route in [
+        "/auth/login",
+        "/auth/refresh",
+        "/events",
+        "/admin/sessions",
+        "/api/me",
+    ] {
+        assert!(served["paths"][route].is_object(), "{route} missing");
+    }
+    let login = &served["paths"]["/auth/login"]["post"]["responses"];
+    for code in ["200", "400", "401", "413", "415", "429", "503"] {
+        assert!(login[code].is_object(), "login {code} undocumented");
+    }
+}

@@ -8,6 +8,7 @@ pub mod events;
 pub mod extract;
 pub mod hardening;
 pub mod integration;
+pub mod openapi;
 pub mod ops;
 pub mod wire;
 pub mod ws;
@@ -56,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/renew", post(api::renew))
         .route("/demo/config", get(api::demo_config))
         .route("/.well-known/jwks.json", get(ops::jwks))
+        .route("/openapi.json", get(openapi::serve))
         .route(
             "/.well-known/openid-configuration",
             get(integration::openid_configuration),
