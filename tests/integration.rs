@@ -503,3 +503,56 @@ async fn openapi_document_is_served_and_matches_the_committed_one() {
         assert!(login[code].is_object(), "login {code} undocumented");
     }
 }
+
+/// The example resource server's code, verbatim (examples/resource_server.rs).
+#[path = "../examples/resource_server.rs"]
+mod resource_server;
+
+#[tokio::test]
+async fn example_resource_server_accepts_pushed_tokens_until_exp_only() {
+    let app = TestApp::spawn(&[]).await;
+    let api = resource_server::app(&app.base, "tokenpush").await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_url = format!("http://{}/hello", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, api).await });
+    let call = |token: Option<String>| {
+        let req = app.client.get(&api_url);
+        let req = match token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+
+    let tokens = app.login_as("bob").await;
+    assert_eq!(call(None).await, 401);
+    assert_eq!(
+        call(Some(tokens["refresh_token"].as_str().unwrap().into())).await,
+        401
+    );
+    let pushed = sees_a_renewal(&app, &tokens).await;
+    let access = pushed["access_token"].as_str().unwrap().to_string();
+    assert_eq!(
+        call(Some(access.clone())).await,
+        200,
+        "pushed token accepted"
+    );
+
+    // Revoked: tokenpush refuses it at once; a JWKS-only resource server until exp (+2 s leeway).
+    assert_eq!(app.logout(&access).await, 204);
+    assert_eq!(app.get_auth("/api/me", &access).await.0, 401);
+    let exp = claims(&access)["exp"].as_i64().unwrap();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    if now() < exp {
+        assert_eq!(call(Some(access.clone())).await, 200, "valid until exp");
+    }
+    while now() <= exp + 3 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(call(Some(access)).await, 401, "expired token refused");
+}
