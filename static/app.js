@@ -382,9 +382,7 @@ $('replay').addEventListener('click', async () => {
     result(`400 invalid_grant. Generation ${first.gen} is older than the session's redeemable predecessor, so the server treats it as stolen: it revoked the session and told every channel (reason reuse_detected).`);
   } else if (r && r.ok) {
     const grace = timeline.timing.graceMs;
-    const acked = timeline.markers.filter((m) => m.kind === 'ack').pop();
-    const wait = acked ? Math.max(1, Math.ceil((acked.at + grace - Date.now()) / 1000)) : null;
-    result(`200: for ${human(grace)} after each confirmed rotation the server still answers older refresh tokens with the current ones (a retry or a tab that lost a race must not be logged out), so it revoked nothing.${wait ? ` Try again in about ${wait} s, before the next renewal.` : ''}`);
+    result(`200: generation ${first.gen} is still redeemable (the current one, or its predecessor within ${human(grace)} of the confirmation), as a retry or a tab that lost a race must be, so nothing was revoked. Press Push now twice and replay again.`);
   } else {
     result(`Replay answered ${status} ${body.error || ''}`);
   }
