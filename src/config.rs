@@ -324,6 +324,9 @@ pub struct Config {
     /// Failed logins allowed per client address and username per minute.
     #[arg(long, env = "TOKENPUSH_LOGIN_FAILURES", default_value_t = 10)]
     pub login_failures: u32,
+    /// Channel tickets allowed per session per 10 seconds (then 429 `rate_limited`).
+    #[arg(long, env = "TOKENPUSH_TICKETS_PER_SESSION", default_value_t = 10)]
+    pub tickets_per_session: u32,
     /// The whole request head must arrive within this, on every connection; an idle
     /// keep-alive connection is closed when no new request head completes within it.
     #[arg(long, env = "TOKENPUSH_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]

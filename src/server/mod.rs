@@ -116,6 +116,7 @@ impl Server {
             jitter_ms: millis(config.renew_jitter()),
             ticket_ttl: config.ticket_ttl,
             login_failures: config.login_failures,
+            tickets_per_window: config.tickets_per_session,
         };
         let tasks = TaskTracker::new();
         let stop = CancellationToken::new();

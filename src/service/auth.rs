@@ -3,6 +3,12 @@
 
 use super::*;
 
+/// Failed logins are counted per address and username in windows this long.
+const LOGIN_WINDOW: Duration = Duration::from_secs(60);
+/// Tickets per session: at most `--tickets-per-session` per window (DESIGN: tickets are
+/// rate-limited), then 429 `rate_limited` with `Retry-After`.
+pub const TICKET_WINDOW: Duration = Duration::from_secs(10);
+
 impl Service {
     /// Checks credentials (rate-limited per address and username) and opens a session.
     pub async fn login(
@@ -12,10 +18,12 @@ impl Service {
         device: &str,
         ip: &str,
     ) -> ApiResult<TokenResponse> {
-        let key = format!("{ip}|{username}");
+        // The attempt is reserved (counted) before the password is checked, atomically in the
+        // store: of N racing guesses only the first `--login-failures` are ever evaluated.
+        let key = format!("login|{ip}|{username}");
         let store = &self.sessions.store;
-        let (failures, retry) = store.login_failures(&key).await?;
-        if failures >= self.timing.login_failures {
+        let (attempts, retry) = store.hit(&key, LOGIN_WINDOW).await?;
+        if attempts > self.timing.login_failures {
             self.metrics
                 .logins
                 .with_label_values(&["rate_limited"])
@@ -24,17 +32,25 @@ impl Service {
                 retry_after_secs: retry.max(1),
             });
         }
-        let who = match self.users.check_password(username, password).await? {
-            None => self.hook_login(username, password, ip, device).await?,
-            who => who,
+        let checked = match self.users.check_password(username, password).await {
+            Ok(None) => self.hook_login(username, password, ip, device).await,
+            Ok(who) => Ok(who),
+            Err(e) => Err(e.into()),
         };
-        let Some(who) = who else {
-            store
-                .add_login_failure(&key, Duration::from_secs(60))
-                .await?;
-            self.metrics.logins.with_label_values(&["failed"]).inc();
-            return Err(ApiError::InvalidCredentials);
+        let who = match checked {
+            Ok(Some(who)) => who,
+            Ok(None) => {
+                self.metrics.logins.with_label_values(&["failed"]).inc();
+                return Err(ApiError::InvalidCredentials);
+            }
+            Err(e) => {
+                // Not evaluated (busy): the reservation goes back.
+                store.give_back(&key).await?;
+                return Err(e);
+            }
         };
+        // Only failures count against the limit: a success returns its reservation.
+        store.give_back(&key).await?;
         let now = now_ms();
         let exp = self.issuer.access_exp_ms(now);
         let s = Session::new(
@@ -126,6 +142,18 @@ impl Service {
     /// `POST /auth/ticket`: a single-use ticket for a channel, recording the generation proved.
     pub async fn ticket(&self, token: &str) -> ApiResult<String> {
         let (s, _) = self.redeem(token, Use::Ticket, None).await?;
+        // Counted only for holders of a valid refresh token, so nobody else can use up a
+        // session's tickets.
+        let (n, retry) = self
+            .sessions
+            .store
+            .hit(&format!("ticket|{}", s.sid), TICKET_WINDOW)
+            .await?;
+        if n > self.timing.tickets_per_window {
+            return Err(ApiError::RateLimited {
+                retry_after_secs: retry.max(1),
+            });
+        }
         let gen = RefreshTokens::parse(token).map_or(0, |p| p.gen);
         let ticket = random_id(24);
         let grant = TicketGrant {

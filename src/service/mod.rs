@@ -35,6 +35,8 @@ pub struct Timing {
     pub jitter_ms: Millis,
     pub ticket_ttl: Duration,
     pub login_failures: u32,
+    /// `--tickets-per-session`: tickets per session per [`auth::TICKET_WINDOW`].
+    pub tickets_per_window: u32,
 }
 
 /// Shared state of the token service; held in an `Arc`.

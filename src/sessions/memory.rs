@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use dashmap::DashMap;
 
-use super::local::Ephemeral;
-use super::{Session, Store, StoreResult};
+use super::local::{local_tickets_and_counters, Ephemeral};
+use super::{RoleStore, Session, SessionStore, StoreResult};
 use crate::clock::Millis;
 
 /// Sessions and role overrides in maps.
@@ -15,8 +15,10 @@ pub struct MemoryStore {
     ephemeral: Ephemeral,
 }
 
+local_tickets_and_counters!(MemoryStore);
+
 #[async_trait]
-impl Store for MemoryStore {
+impl SessionStore for MemoryStore {
     async fn insert(&self, s: &Session) -> StoreResult<()> {
         self.sessions.insert(s.sid.clone(), s.clone());
         Ok(())
@@ -54,10 +56,6 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn local(&self) -> Option<&Ephemeral> {
-        Some(&self.ephemeral)
-    }
-
     async fn forget_ended(
         &self,
         now: Millis,
@@ -71,7 +69,10 @@ impl Store for MemoryStore {
         });
         Ok(before - self.sessions.len())
     }
+}
 
+#[async_trait]
+impl RoleStore for MemoryStore {
     async fn roles(&self, user: &str) -> StoreResult<Option<Vec<String>>> {
         Ok(self.roles.get(user).map(|r| r.clone()))
     }

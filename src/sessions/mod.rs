@@ -100,10 +100,10 @@ pub enum StoreError {
 /// Store results.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Persistence for sessions, tickets, login-failure counters and role changes.
-/// Backends only load and compare-and-set; the rules live in [`rotation`].
+/// Persistence of sessions. Backends only load and compare-and-set; the rules live in
+/// [`rotation`].
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait SessionStore: Send + Sync + 'static {
     /// Saves a new session.
     async fn insert(&self, s: &Session) -> StoreResult<()>;
     /// Loads a session by id.
@@ -114,40 +114,6 @@ pub trait Store: Send + Sync + 'static {
     async fn unrevoked(&self, user: Option<&str>) -> StoreResult<Vec<Session>>;
     /// Ids of sessions revoked at or after `since`, to reject their access tokens after a restart.
     async fn revoked_since(&self, since: Millis) -> StoreResult<Vec<String>>;
-    /// In-process tickets and failure counters, for stores of a single node (whose loss on
-    /// restart costs a client one retry at most). Stores shared by nodes return `None` and
-    /// override the four methods below.
-    fn local(&self) -> Option<&Ephemeral> {
-        None
-    }
-    /// Stores a single-use ticket.
-    async fn put_ticket(
-        &self,
-        ticket: &str,
-        grant: &TicketGrant,
-        ttl: Duration,
-    ) -> StoreResult<()> {
-        self.local()
-            .ok_or_else(no_local)?
-            .put_ticket(ticket, grant, ttl);
-        Ok(())
-    }
-    /// Takes a ticket: exactly one caller ever gets `Some`.
-    async fn take_ticket(&self, ticket: &str) -> StoreResult<Option<TicketGrant>> {
-        Ok(self.local().ok_or_else(no_local)?.take_ticket(ticket))
-    }
-    /// Counts a failed login for `key`; returns failures in the current window and its seconds left.
-    async fn add_login_failure(&self, key: &str, window: Duration) -> StoreResult<(u32, u64)> {
-        Ok(self.local().ok_or_else(no_local)?.add_failure(key, window))
-    }
-    /// Failures so far in the window for `key`, and its seconds left.
-    async fn login_failures(&self, key: &str) -> StoreResult<(u32, u64)> {
-        Ok(self.local().ok_or_else(no_local)?.failures(key))
-    }
-    /// Roles set by an admin, overriding the users file.
-    async fn roles(&self, user: &str) -> StoreResult<Option<Vec<String>>>;
-    /// Records roles set by an admin.
-    async fn set_roles(&self, user: &str, roles: &[String]) -> StoreResult<()>;
     /// Drops what can never be used again (revoked or expired sessions) from memory, and old
     /// revoked rows from disk. Returns how many sessions were dropped from memory.
     async fn forget_ended(&self, _now: Millis, _policy: &Policy) -> StoreResult<usize> {
@@ -155,14 +121,45 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
+/// Single-use channel tickets.
+#[async_trait]
+pub trait TicketStore: Send + Sync + 'static {
+    /// Stores a single-use ticket.
+    async fn put_ticket(&self, ticket: &str, grant: &TicketGrant, ttl: Duration)
+        -> StoreResult<()>;
+    /// Takes a ticket: exactly one caller ever gets `Some`.
+    async fn take_ticket(&self, ticket: &str) -> StoreResult<Option<TicketGrant>>;
+}
+
+/// Fixed-window counters (failed logins, tickets per session), shared by every node that
+/// shares the store. A window starts with its first hit and is not extended by later ones.
+#[async_trait]
+pub trait Counters: Send + Sync + 'static {
+    /// Counts one more hit for `key`, atomically: returns the hits in the window, this one
+    /// included, and the window's seconds left. Callers decide on the returned count, so N
+    /// racing callers see N distinct counts.
+    async fn hit(&self, key: &str, window: Duration) -> StoreResult<(u32, u64)>;
+    /// Takes one hit back (a reserved login attempt that succeeded).
+    async fn give_back(&self, key: &str) -> StoreResult<()>;
+}
+
+/// Role overrides set by an admin.
+#[async_trait]
+pub trait RoleStore: Send + Sync + 'static {
+    /// Roles set by an admin, overriding the users file.
+    async fn roles(&self, user: &str) -> StoreResult<Option<Vec<String>>>;
+    /// Records roles set by an admin.
+    async fn set_roles(&self, user: &str, roles: &[String]) -> StoreResult<()>;
+}
+
+/// Everything a node needs from its store: a backend is one only when it implements every
+/// job, so a missing one fails to compile rather than at run time.
+pub trait Store: SessionStore + TicketStore + Counters + RoleStore {}
+
+impl<T: SessionStore + TicketStore + Counters + RoleStore> Store for T {}
+
 /// A Redis client and connection, for the cluster bus, when the store is Redis.
 pub type RedisHandles = Option<(::redis::Client, ::redis::aio::ConnectionManager)>;
-
-fn no_local() -> StoreError {
-    StoreError::Internal(
-        "this store keeps tickets and counters itself but did not implement them".into(),
-    )
-}
 
 /// Opens the store named by `--store`; `max_ttl` is the absolute session lifetime.
 pub async fn open(

@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 
-use super::{Session, Store, StoreError, StoreResult, TicketGrant};
+use super::{
+    Counters, RoleStore, Session, SessionStore, StoreError, StoreResult, TicketGrant, TicketStore,
+};
 use crate::clock::Millis;
 
 /// KEYS[1] session key, ARGV[1] expected version, ARGV[2] new version, ARGV[3] data,
@@ -23,12 +25,19 @@ end
 return 1
 ";
 
+/// KEYS[1] counter key: decrements it if it still exists.
+const GIVE_BACK: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end
+return 0
+";
+
 /// A handle over a self-reconnecting Redis connection.
 pub struct RedisStore {
     conn: ConnectionManager,
     /// Session keys expire this long after login (absolute lifetime plus a day for replays).
     session_ttl_secs: u64,
     cas: redis::Script,
+    give_back: redis::Script,
     /// For the cluster bus, which needs its own pub/sub connection.
     pub client: redis::Client,
 }
@@ -68,6 +77,7 @@ impl RedisStore {
             conn,
             session_ttl_secs,
             cas: redis::Script::new(CAS),
+            give_back: redis::Script::new(GIVE_BACK),
             client,
         })
     }
@@ -84,7 +94,7 @@ fn decode(data: Option<String>) -> StoreResult<Option<Session>> {
 }
 
 #[async_trait]
-impl Store for RedisStore {
+impl SessionStore for RedisStore {
     async fn insert(&self, s: &Session) -> StoreResult<()> {
         let data = serde_json::to_string(s).map_err(internal)?;
         redis::pipe()
@@ -156,7 +166,10 @@ impl Store for RedisStore {
             .await
             .map_err(err)
     }
+}
 
+#[async_trait]
+impl TicketStore for RedisStore {
     async fn put_ticket(
         &self,
         ticket: &str,
@@ -186,8 +199,12 @@ impl Store for RedisStore {
         data.map(|d| serde_json::from_str(&d).map_err(internal))
             .transpose()
     }
+}
 
-    async fn add_login_failure(&self, key: &str, window: Duration) -> StoreResult<(u32, u64)> {
+#[async_trait]
+impl Counters for RedisStore {
+    async fn hit(&self, key: &str, window: Duration) -> StoreResult<(u32, u64)> {
+        // INCR first, in one transaction with the window's expiry: N racing nodes get N counts.
         let k = format!("tp:f:{key}");
         let (n, ttl): (u32, i64) = redis::pipe()
             .atomic()
@@ -204,17 +221,20 @@ impl Store for RedisStore {
         Ok((n, ttl.max(1) as u64))
     }
 
-    async fn login_failures(&self, key: &str) -> StoreResult<(u32, u64)> {
-        let k = format!("tp:f:{key}");
-        let (n, ttl): (Option<u32>, i64) = redis::pipe()
-            .get(&k)
-            .ttl(&k)
-            .query_async(&mut self.conn())
+    async fn give_back(&self, key: &str) -> StoreResult<()> {
+        // Only while the window lives: a DECR on an expired key would leave -1 forever.
+        let _: i64 = self
+            .give_back
+            .key(format!("tp:f:{key}"))
+            .invoke_async(&mut self.conn())
             .await
             .map_err(err)?;
-        Ok((n.unwrap_or(0), ttl.max(0) as u64))
+        Ok(())
     }
+}
 
+#[async_trait]
+impl RoleStore for RedisStore {
     async fn roles(&self, user: &str) -> StoreResult<Option<Vec<String>>> {
         let data: Option<String> = self.conn().hget("tp:roles", user).await.map_err(err)?;
         data.map(|d| serde_json::from_str(&d).map_err(internal))

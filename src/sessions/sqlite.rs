@@ -12,8 +12,8 @@ use dashmap::DashMap;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use super::local::Ephemeral;
-use super::{Session, Store, StoreError, StoreResult};
+use super::local::{local_tickets_and_counters, Ephemeral};
+use super::{RoleStore, Session, SessionStore, StoreError, StoreResult};
 use crate::clock::Millis;
 
 /// Writes committed in one transaction at most.
@@ -169,8 +169,10 @@ fn decode(data: String) -> rusqlite::Result<Session> {
     serde_json::from_str(&data).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
 
+local_tickets_and_counters!(SqliteStore);
+
 #[async_trait]
-impl Store for SqliteStore {
+impl SessionStore for SqliteStore {
     async fn insert(&self, s: &Session) -> StoreResult<()> {
         self.cache.insert(s.sid.clone(), s.clone());
         self.persist(s).await
@@ -234,10 +236,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    fn local(&self) -> Option<&Ephemeral> {
-        Some(&self.ephemeral)
-    }
-
     async fn forget_ended(
         &self,
         now: Millis,
@@ -255,7 +253,10 @@ impl Store for SqliteStore {
         .await?;
         Ok(before - self.cache.len())
     }
+}
 
+#[async_trait]
+impl RoleStore for SqliteStore {
     async fn roles(&self, user: &str) -> StoreResult<Option<Vec<String>>> {
         let user = user.to_string();
         let json = self

@@ -247,7 +247,13 @@ fn arbitrary_bytes_on_an_upgraded_websocket_end_only_that_connection() {
     use proptest::prelude::*;
     use proptest::test_runner::{Config, TestRunner};
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let app = rt.block_on(TestApp::spawn(&["--heartbeat", "1s"]));
+    // One session takes a ticket per case (and more while shrinking): lift the ticket limit.
+    let app = rt.block_on(TestApp::spawn(&[
+        "--heartbeat",
+        "1s",
+        "--tickets-per-session",
+        "100000",
+    ]));
     let rt_token = rt.block_on(async {
         let login = app.login_as("bob").await;
         app.remember(&login);
