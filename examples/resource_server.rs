@@ -12,7 +12,9 @@
 //!
 //! A JWT is valid until its `exp` even after its session is revoked, because this server
 //! never asks tokenpush per request: keep `--access-ttl` short; tokenpush pushes new tokens
-//! before expiry, so connected clients never notice.
+//! before expiry, so connected clients never notice. With `--service-key-file`, it also
+//! follows tokenpush's revocation feed (`GET /admin/events`) and refuses a revoked
+//! session's tokens at once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,6 +44,9 @@ struct Args {
     /// Expected `aud` (tokenpush's `--audience`).
     #[arg(long, default_value = "tokenpush")]
     audience: String,
+    /// tokenpush's service key: follow the revocation feed with it.
+    #[arg(long)]
+    service_key_file: Option<std::path::PathBuf>,
 }
 
 /// What the middleware puts in the request for handlers.
@@ -74,7 +79,12 @@ struct Keys {
     audience: String,
     /// The keys and when the JWKS was last fetched.
     cache: RwLock<(KeyMap, Option<Instant>)>,
+    /// Sessions the revocation feed named, and when (forgotten after [`FORGET_AFTER`]).
+    revoked: std::sync::Mutex<HashMap<String, Instant>>,
 }
+
+/// Longer than any access token lives: after it, a revoked session's tokens have expired.
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
 /// Refetching an unknown `kid` at most this often.
 const REFETCH_EVERY: Duration = Duration::from_secs(10);
@@ -104,6 +114,7 @@ impl Keys {
             issuer: d.issuer,
             audience: audience.to_string(),
             cache: RwLock::new((HashMap::new(), None)),
+            revoked: Default::default(),
         })
     }
 
@@ -160,9 +171,55 @@ impl Keys {
         v.set_audience(&[&self.audience]);
         v.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud"]);
         v.leeway = 2;
-        decode::<Claims>(token, &key, &v)
+        let claims = decode::<Claims>(token, &key, &v)
             .map(|d| d.claims)
-            .map_err(|_| "invalid or expired token")
+            .map_err(|_| "invalid or expired token")?;
+        if self.is_revoked(&claims.sid) {
+            return Err("session revoked");
+        }
+        Ok(claims)
+    }
+
+    fn is_revoked(&self, sid: &str) -> bool {
+        let map = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+        map.contains_key(sid)
+    }
+
+    /// Follows `GET /admin/events` for ever, reconnecting after a second on any error.
+    async fn follow_revocations(self: Arc<Self>, base: String, key: String) {
+        let url = format!("{}/admin/events", base.trim_end_matches('/'));
+        // No overall timeout: the feed is a long-lived stream.
+        let http = reqwest::Client::new();
+        loop {
+            if let Ok(mut resp) = http.get(&url).bearer_auth(&key).send().await {
+                let mut buf = String::new();
+                while let Ok(Some(chunk)) = resp.chunk().await {
+                    buf.push_str(&String::from_utf8_lossy(&chunk));
+                    while let Some(i) = buf.find("\n\n") {
+                        let frame: String = buf.drain(..i + 2).collect();
+                        self.on_feed_frame(&frame);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    fn on_feed_frame(&self, frame: &str) {
+        if !frame.lines().any(|l| l == "event: revoked") {
+            return;
+        }
+        let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) else {
+            return;
+        };
+        let Ok(ev) = serde_json::from_str::<Value>(data) else {
+            return;
+        };
+        if let Some(sid) = ev["session_id"].as_str() {
+            let mut map = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+            map.retain(|_, at| at.elapsed() < FORGET_AFTER);
+            map.insert(sid.to_string(), Instant::now());
+        }
     }
 }
 
@@ -204,9 +261,17 @@ async fn hello(Extension(c): Extension<Claims>) -> Json<Value> {
     }))
 }
 
-/// The API: `GET /hello` behind the token check, `GET /healthz` open.
-pub async fn app(tokenpush: &str, audience: &str) -> Result<Router, String> {
+/// The API: `GET /hello` behind the token check, `GET /healthz` open. With a service key,
+/// revocations from tokenpush's feed are refused at once.
+pub async fn app(
+    tokenpush: &str,
+    audience: &str,
+    service_key: Option<String>,
+) -> Result<Router, String> {
     let keys = Arc::new(Keys::discover(tokenpush, audience).await?);
+    if let Some(key) = service_key {
+        tokio::spawn(keys.clone().follow_revocations(tokenpush.to_string(), key));
+    }
     Ok(Router::new()
         .route("/hello", get(hello))
         .route_layer(middleware::from_fn_with_state(keys, require_token))
@@ -217,7 +282,16 @@ pub async fn app(tokenpush: &str, audience: &str) -> Result<Router, String> {
 #[allow(dead_code)] // tests/integration.rs includes this file and calls `app` directly
 async fn main() -> Result<(), String> {
     let args = Args::parse();
-    let app = app(&args.tokenpush, &args.audience).await?;
+    let key = match &args.service_key_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| format!("{}: {e}", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let app = app(&args.tokenpush, &args.audience, key).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| e.to_string())?;

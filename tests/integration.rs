@@ -511,7 +511,9 @@ mod resource_server;
 #[tokio::test]
 async fn example_resource_server_accepts_pushed_tokens_until_exp_only() {
     let app = TestApp::spawn(&[]).await;
-    let api = resource_server::app(&app.base, "tokenpush").await.unwrap();
+    let api = resource_server::app(&app.base, "tokenpush", None)
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api_url = format!("http://{}/hello", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, api).await });
@@ -555,4 +557,101 @@ async fn example_resource_server_accepts_pushed_tokens_until_exp_only() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(call(Some(access)).await, 401, "expired token refused");
+}
+
+/// Reads an SSE response until an event of `kind` arrives; its data.
+async fn next_event(resp: &mut reqwest::Response, buf: &mut String, kind: &str) -> Value {
+    let deadline = Instant::now() + 5 * S;
+    loop {
+        while let Some(i) = buf.find("\n\n") {
+            let frame: String = buf.drain(..i + 2).collect();
+            if frame.lines().any(|l| l == format!("event: {kind}")) {
+                let data = frame
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .unwrap_or("null");
+                return serde_json::from_str(data).unwrap();
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, resp.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no {kind} event in 5 s"))
+            .unwrap()
+            .expect("feed still open");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[tokio::test]
+async fn revocation_feed_tells_service_key_holders_at_once() {
+    let keydir = tempfile::tempdir().unwrap();
+    let key = service_key_file(keydir.path());
+    let app = TestApp::spawn(&["--service-key-file", &key]).await;
+    let feed = |k: Option<&str>| {
+        let req = app.client.get(app.url("/admin/events"));
+        let req = match k {
+            Some(k) => req.bearer_auth(k),
+            None => req,
+        };
+        async move { req.send().await.unwrap() }
+    };
+    assert_eq!(feed(None).await.status().as_u16(), 401);
+    let alice = app.login_as("alice").await;
+    assert_eq!(
+        feed(Some(alice["access_token"].as_str().unwrap()))
+            .await
+            .status()
+            .as_u16(),
+        401,
+        "an admin access token is not the service key"
+    );
+    let mut resp = feed(Some(SERVICE_KEY)).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut buf = String::new();
+    next_event(&mut resp, &mut buf, "ready").await;
+
+    let bob = app.login_as("bob").await;
+    assert_eq!(app.logout(bob["access_token"].as_str().unwrap()).await, 204);
+    let ev = next_event(&mut resp, &mut buf, "revoked").await;
+    assert_eq!(ev["session_id"], bob["session_id"]);
+    assert_eq!(ev["reason"], "logout");
+
+    let without = TestApp::spawn(&[]).await;
+    let r = without
+        .client
+        .get(without.url("/admin/events"))
+        .bearer_auth(SERVICE_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn example_resource_server_following_the_feed_refuses_revoked_tokens_at_once() {
+    let keydir = tempfile::tempdir().unwrap();
+    let key = service_key_file(keydir.path());
+    let app = TestApp::spawn(&["--service-key-file", &key]).await;
+    let api = resource_server::app(&app.base, "tokenpush", Some(SERVICE_KEY.into()))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_url = format!("http://{}/hello", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, api).await });
+    let call = |token: String| {
+        let req = app.client.get(&api_url).bearer_auth(token);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let tokens = app.login_as("carol").await;
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    assert_eq!(call(access.clone()).await, 200);
+    // Give the feed subscription a moment to be in place, then revoke.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.logout(&access).await, 204);
+    let deadline = Instant::now() + 2 * S;
+    while call(access.clone()).await != 401 {
+        assert!(Instant::now() < deadline, "still accepted 2 s after logout");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

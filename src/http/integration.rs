@@ -125,3 +125,33 @@ pub async fn openid_configuration(State(st): State<AppState>) -> Json<Value> {
             "name", "roles", "device", "ip", "ext"],
     }))
 }
+
+/// `GET /admin/events` (service key): an SSE feed of every revocation this node learns of,
+/// so a resource server can refuse a revoked session's tokens at once instead of at `exp`.
+/// Events: `ready` `{}`, `revoked` `{"session_id","reason","at_ms"}`, and `lagged`
+/// `{"missed"}` when the subscriber fell too far behind (treat every cached session as
+/// suspect, or reconnect). A `: ping` comment every `--heartbeat`.
+pub async fn revocation_feed(State(st): State<AppState>, _key: ServiceKey) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures::StreamExt;
+    use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
+
+    let rx = st.service.integration.feed.subscribe();
+    let ready = futures::stream::once(async { Event::default().event("ready").data("{}") });
+    let events = BroadcastStream::new(rx).map(|item| match item {
+        Ok(r) => Event::default()
+            .event("revoked")
+            .data(serde_json::to_string(&r).unwrap_or_default()),
+        Err(BroadcastStreamRecvError::Lagged(n)) => Event::default()
+            .event("lagged")
+            .data(json!({ "missed": n }).to_string()),
+    });
+    let stream = ready.chain(events).map(Ok::<_, std::convert::Infallible>);
+    let mut r = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(st.config.heartbeat).text("ping"))
+        .into_response();
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    r
+}

@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
             get(api::sessions).post(integration::mint_session),
         )
         .route("/admin/sessions/{sid}", delete(api::revoke_session))
+        .route("/admin/events", get(integration::revocation_feed))
         .route("/admin/stats", get(api::stats))
         .route("/auth/renew", post(api::renew))
         .route("/demo/config", get(api::demo_config))

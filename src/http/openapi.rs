@@ -306,6 +306,15 @@ fn sessions() {}
     ))]
 fn mint_session() {}
 
+#[utoipa::path(get, path = "/admin/events", tag = "integration", security(("service_key" = [])),
+    responses(
+        (status = 200, description = "SSE feed: ready, revoked {session_id, reason, at_ms}, lagged {missed}", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Malformed Authorization", body = ErrorBody),
+        (status = 401, description = "Missing or wrong service key", body = ErrorBody),
+        (status = 404, description = "No --service-key-file", body = ErrorBody),
+    ))]
+fn revocation_feed() {}
+
 #[utoipa::path(delete, path = "/admin/sessions/{sid}", tag = "admin", security(("bearer" = [])),
     params(("sid" = String, Path, description = "Session id")),
     responses(
@@ -409,6 +418,7 @@ impl Modify for Security {
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
     ),
     paths(login, refresh, ticket, ack, renew, logout, revoke, events, me, sessions, mint_session,
+        revocation_feed,
         revoke_session, revoke_user, set_roles, stats, jwks, openid_configuration, openapi,
         healthz, metrics, demo_config),
     modifiers(&Security),

@@ -8,8 +8,19 @@ use super::*;
 use crate::external::Identities;
 use crate::login_hook::{LoginHook, Verdict};
 
+/// One revocation on the feed (`GET /admin/events`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Revocation {
+    pub session_id: String,
+    pub reason: String,
+    /// Unix milliseconds, as this node saw it.
+    pub at_ms: Millis,
+}
+
+/// Revocations buffered per feed subscriber before it counts as lagging.
+const FEED_BUFFER: usize = 4096;
+
 /// The integration settings a [`Service`] holds.
-#[derive(Default)]
 pub struct Integration {
     /// Identities of users outside the users file.
     pub external: Identities,
@@ -17,6 +28,19 @@ pub struct Integration {
     pub hook: Option<LoginHook>,
     /// Bytes of `--service-key-file`, trimmed; `None` turns the trusted-backend routes off.
     pub service_key: Option<Vec<u8>>,
+    /// Every revocation this node learns of (its own and the cluster's), for resource servers.
+    pub feed: tokio::sync::broadcast::Sender<Revocation>,
+}
+
+impl Default for Integration {
+    fn default() -> Self {
+        Integration {
+            external: Identities::default(),
+            hook: None,
+            service_key: None,
+            feed: tokio::sync::broadcast::channel(FEED_BUFFER).0,
+        }
+    }
 }
 
 impl Integration {
@@ -50,7 +74,18 @@ impl Integration {
             external: Identities::open(&config.data_dir)?,
             hook,
             service_key,
+            ..Integration::default()
         })
+    }
+
+    /// Tells feed subscribers (if any) that a session was revoked.
+    pub fn announce_revocation(&self, sid: &str, reason: &str) {
+        // No subscriber is the normal case: send only fails then.
+        let _ = self.feed.send(Revocation {
+            session_id: sid.to_string(),
+            reason: reason.to_string(),
+            at_ms: now_ms(),
+        });
     }
 }
 

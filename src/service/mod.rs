@@ -169,6 +169,7 @@ impl Service {
             self.metrics.revocations.with_label_values(&[reason]).inc();
         }
         self.hub.deliver(sid, &Event::Revoked(reason.into()));
+        self.integration.announce_revocation(sid, reason);
         self.bus.publish(BusEvent::Revoked {
             sid: sid.to_string(),
             reason: reason.to_string(),
@@ -186,6 +187,7 @@ impl Service {
             BusEvent::Tokens(push) => self.deliver_tokens(push),
             BusEvent::Revoked { sid, reason } => {
                 self.revocations.insert(sid.clone(), now_ms());
+                self.integration.announce_revocation(&sid, &reason);
                 self.hub.deliver(&sid, &Event::Revoked(reason.into()));
             }
             BusEvent::RolesChanged { user, roles } => self.users.set_roles(&user, roles),
