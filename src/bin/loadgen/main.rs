@@ -146,6 +146,23 @@ impl Server {
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
     }
+
+    /// CPU time (user + system) the server used so far, in seconds.
+    fn cpu_secs(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // utime and stime are fields 14 and 15; fields after `(comm)` start at 3.
+        let rest = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        // SAFETY: sysconf only reads a system setting.
+        let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        f.iter().sum::<u64>() as f64 / tck
+    }
 }
 
 impl Drop for Server {
@@ -349,6 +366,7 @@ async fn channels(
     let per = (rss_after.saturating_sub(rss_before)) as f64 / n.max(1) as f64;
     println!("server RSS: {rss_before} KiB idle → {rss_after} KiB with {n} channels = {per:.1} KiB per channel");
     let started = Instant::now();
+    let (cpu_before, tokens_before) = (server.cpu_secs(), counters.tokens.load(Ordering::Relaxed));
     while started.elapsed() < hold {
         tokio::time::sleep(Duration::from_secs(10).min(hold.saturating_sub(started.elapsed())))
             .await;
@@ -359,6 +377,12 @@ async fn channels(
             server.rss_kib()
         );
     }
+    let cpu = server.cpu_secs() - cpu_before;
+    let delivered = counters.tokens.load(Ordering::Relaxed) - tokens_before;
+    println!(
+        "server CPU per delivered event: {:.1} µs ({cpu:.2} s CPU over the hold / {delivered} tokens events)",
+        cpu * 1e6 / delivered.max(1) as f64
+    );
     let _ = stop.send(true);
     let mut lags = vec![];
     let mut due_before_open = 0;
