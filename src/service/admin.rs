@@ -6,7 +6,7 @@ use super::*;
 impl Service {
     /// Revokes a session (if not already) and tells every channel everywhere.
     pub async fn revoke(&self, sid: &str, reason: &str) -> ApiResult<bool> {
-        let now = now_ms();
+        let now = self.now();
         let res = self.sessions.update(sid, |s| s.revoke(reason, now)).await?;
         let Some((_, newly)) = res else {
             return Ok(false);
@@ -30,7 +30,7 @@ impl Service {
             roles,
         });
         let sessions = self.live_sessions(Some(user)).await?;
-        let now = now_ms();
+        let now = self.now();
         // Concurrently, so a user with thousands of sessions gets them all at once.
         // Spawned, so signing spreads over every core; at most 256 in flight.
         let mut tasks = tokio::task::JoinSet::new();

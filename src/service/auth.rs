@@ -51,7 +51,7 @@ impl Service {
         };
         // Only failures count against the limit: a success returns its reservation.
         store.give_back(&key).await?;
-        let now = now_ms();
+        let now = self.now();
         let exp = self.issuer.access_exp_ms(now);
         let s = Session::new(
             random_id(16),
@@ -78,7 +78,7 @@ impl Service {
     ) -> ApiResult<(Session, u64)> {
         let p =
             RefreshTokens::parse(token).ok_or(ApiError::InvalidGrant("malformed refresh token"))?;
-        let now = now_ms();
+        let now = self.now();
         let policy = self.sessions.policy;
         let refresh = &self.issuer.refresh;
         let res = self
@@ -134,7 +134,7 @@ impl Service {
 
     /// `POST /auth/refresh`.
     pub async fn refresh(&self, token: &str) -> ApiResult<TokenResponse> {
-        let exp = self.issuer.access_exp_ms(now_ms());
+        let exp = self.issuer.access_exp_ms(self.now());
         let (s, gen) = self.redeem(token, Use::Refresh, Some(exp)).await?;
         Ok(self.issue(&s, gen, exp)?.0)
     }
@@ -170,7 +170,7 @@ impl Service {
 
     /// Confirms that the client holds generation `gen` of `sid`.
     pub async fn confirm(&self, sid: &str, gen: u64) -> ApiResult<()> {
-        let (now, policy) = (now_ms(), self.sessions.policy);
+        let (now, policy) = (self.now(), self.sessions.policy);
         self.sessions
             .update(sid, |s| s.confirm(gen, now, &policy))
             .await?;

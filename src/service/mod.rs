@@ -100,9 +100,9 @@ impl Service {
 
     /// Loads revocations and role overrides from the store.
     pub async fn load(&self) -> ApiResult<()> {
-        let since = now_ms() - self.issuer.access_ttl_ms - 60_000;
+        let since = self.now() - self.issuer.access_ttl_ms - 60_000;
         for sid in self.sessions.store.revoked_since(since).await? {
-            self.revocations.insert(sid, now_ms());
+            self.revocations.insert(sid, self.now());
         }
         let names: Vec<String> = self.users.names().cloned().collect();
         for name in names {
@@ -119,19 +119,24 @@ impl Service {
         if let Err(e) = self
             .sessions
             .store
-            .forget_ended(now_ms(), &self.sessions.policy)
+            .forget_ended(self.now(), &self.sessions.policy)
             .await
         {
             tracing::warn!(error = %e, "pruning ended sessions failed");
         }
-        let cutoff = now_ms() - self.issuer.access_ttl_ms - 60_000;
+        let cutoff = self.now() - self.issuer.access_ttl_ms - 60_000;
         self.revocations.retain(|_, at| *at > cutoff);
         self.integration
             .external
-            .prune(now_ms() - self.sessions.policy.max_ms);
+            .prune(self.now() - self.sessions.policy.max_ms);
         self.push_requests
             .retain(|_, at| at.elapsed() < push::PUSH_REQUEST_INTERVAL);
         self.stats.retain(|sid| self.hub.has_channels(sid));
+    }
+
+    /// Unix milliseconds on the service's clock (the sessions' one).
+    pub fn now(&self) -> Millis {
+        self.sessions.now()
     }
 
     fn deadline(&self, access_exp_ms: Millis) -> Millis {
@@ -165,7 +170,11 @@ impl Service {
     /// After a session is revoked in the store: reject its access tokens here, close its
     /// channels here, and tell the other nodes.
     fn revoked(&self, sid: &str, reason: &str) {
-        if self.revocations.insert(sid.to_string(), now_ms()).is_none() {
+        if self
+            .revocations
+            .insert(sid.to_string(), self.now())
+            .is_none()
+        {
             self.metrics.revocations.with_label_values(&[reason]).inc();
         }
         self.hub.deliver(sid, &Event::Revoked(reason.into()));
@@ -186,7 +195,7 @@ impl Service {
         match ev {
             BusEvent::Tokens(push) => self.deliver_tokens(push),
             BusEvent::Revoked { sid, reason } => {
-                self.revocations.insert(sid.clone(), now_ms());
+                self.revocations.insert(sid.clone(), self.now());
                 self.integration.announce_revocation(&sid, &reason);
                 self.hub.deliver(&sid, &Event::Revoked(reason.into()));
             }
@@ -196,7 +205,7 @@ impl Service {
 
     /// Live (unrevoked, unexpired) sessions, optionally of one user.
     pub async fn live_sessions(&self, user: Option<&str>) -> ApiResult<Vec<Session>> {
-        let now = now_ms();
+        let now = self.now();
         let policy = self.sessions.policy;
         Ok(self
             .sessions

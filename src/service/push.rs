@@ -25,7 +25,7 @@ impl Service {
         };
         let grant = grant.ok_or(ApiError::InvalidTicket)?;
         let mut proved = grant.gen;
-        let (now, policy) = (now_ms(), self.sessions.policy);
+        let (now, policy) = (self.now(), self.sessions.policy);
         // One store round trip: confirming a Last-Event-ID already yields the session.
         let found = match last_event_id.and_then(parse_event_id) {
             Some((sid, gen)) if sid == grant.sid => {
@@ -60,7 +60,7 @@ impl Service {
         let newest = s.issued_exp_ms.max(s.push_exp_ms);
         let mut held_exp_ms = if newest > now { newest } else { HELD_EXPIRED };
         if proved < s.current_gen {
-            let now = now_ms();
+            let now = self.now();
             let (resp, exp) = self.issue(&s, s.current_gen, self.issuer.access_exp_ms(now))?;
             reg.outbox.push(Event::Tokens(Arc::new(TokensPush::new(
                 &resp,
@@ -105,7 +105,7 @@ impl Service {
             Push(u64),
             Dead,
         }
-        let now = now_ms();
+        let now = self.now();
         let exp = self.issuer.access_exp_ms(now);
         // The earliest deadline the current push could have had; later than that means another
         // node (or a claims change) already pushed.
@@ -167,7 +167,7 @@ impl Service {
         if let Err(e) = self.renew(sid, Reason::Renewal, deadline_ms).await {
             tracing::warn!(%sid, error = %e, "renewal failed; retrying in 1s");
             if self.hub.has_channels(sid) {
-                self.scheduler.schedule(sid, now_ms() + 1000);
+                self.scheduler.schedule(sid, self.now() + 1000);
             }
         }
     }
@@ -176,7 +176,7 @@ impl Service {
         let (sid, exp) = (push.sid.clone(), push.access_exp_ms);
         if self.hub.deliver(&sid, &Event::Tokens(Arc::new(push))) > 0 {
             // Pushed about now, with this expiry: the same rule as `next_due`.
-            let at = self.deadline(exp).max(now_ms() + self.push_floor_ms());
+            let at = self.deadline(exp).max(self.now() + self.push_floor_ms());
             self.scheduler.schedule(&sid, at);
         }
     }
@@ -211,7 +211,7 @@ impl Service {
                 now
             });
         if allowed {
-            if let Err(e) = self.renew(sid, Reason::Requested, now_ms()).await {
+            if let Err(e) = self.renew(sid, Reason::Requested, self.now()).await {
                 tracing::warn!(error = %e, "requested push failed");
             }
         }
@@ -224,7 +224,7 @@ impl Service {
     /// [`HELD_EXPIRED`] when the client's token had expired before its channel opened: a
     /// resume after expiry, counted apart and never a margin sample.
     pub fn written(&self, push: &TokensPush, prev_exp_ms: Millis) {
-        let now = now_ms();
+        let now = self.now();
         self.metrics.written(push.deadline_ms, prev_exp_ms, now);
         self.stats.written(
             &push.sid,
@@ -249,5 +249,140 @@ fn reason_label(r: Reason) -> &'static str {
         Reason::ClaimsChanged => "claims_changed",
         Reason::Resume => "resume",
         Reason::Requested => "requested",
+    }
+}
+
+/// The renewal path on a manual clock: no sleeps, no server.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::hub::Limits;
+    use crate::sessions::memory::MemoryStore;
+    use crate::sessions::Policy;
+    use crate::tokens::{keys, AccessTokens};
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    const TTL: Millis = 8_000;
+
+    async fn service(
+        clock: Arc<ManualClock>,
+        lead_ms: Millis,
+    ) -> (Arc<Service>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let tasks = TaskTracker::new();
+        let (due, _) = tokio::sync::mpsc::unbounded_channel();
+        let policy = Policy {
+            grace_ms: 1_000,
+            idle_ms: 30_000,
+            max_ms: 1 << 40,
+        };
+        let svc = Service::new(Parts {
+            sessions: Sessions::new(Arc::new(MemoryStore::default()), policy).with_clock(clock),
+            issuer: Issuer {
+                access: AccessTokens::new(keys::ed25519(&[7; 32]).unwrap(), "http://t", "t"),
+                refresh: RefreshTokens::new(vec![1; 32]),
+                issuer: "http://t".into(),
+                audience: "t".into(),
+                access_ttl_ms: TTL,
+                idle_ttl_ms: policy.idle_ms,
+                max_ttl_ms: policy.max_ms,
+            },
+            users: Directory::demo(dir.path()).unwrap(),
+            hub: Arc::new(Hub::new(
+                Limits {
+                    per_session: 8,
+                    per_user: 8,
+                    total: 100,
+                },
+                tasks.clone(),
+            )),
+            metrics: Arc::new(Metrics::default()),
+            timing: Timing {
+                lead_ms,
+                jitter_ms: 0,
+                ticket_ttl: Duration::from_secs(30),
+                login_failures: 10,
+                tickets_per_window: 10,
+            },
+            bus: Bus::local(),
+            scheduler: Scheduler::spawn(due, &tasks, CancellationToken::new()),
+            integration: Default::default(),
+        });
+        (Arc::new(svc), dir)
+    }
+
+    async fn session(svc: &Service) -> Session {
+        let now = svc.now();
+        let s = Session::new(
+            "s".into(),
+            "bob".into(),
+            "d".into(),
+            "ip".into(),
+            "n".into(),
+            now,
+            svc.issuer.access_exp_ms(now),
+        );
+        svc.sessions.store.insert(&s).await.unwrap();
+        s
+    }
+
+    fn pushes(reg: &Registration) -> usize {
+        std::iter::from_fn(|| reg.outbox.pop())
+            .filter(|e| matches!(e, Event::Tokens(_)))
+            .count()
+    }
+
+    /// Lead as long as the TTL (what config validation refuses) would push on every due
+    /// renewal: the floor still allows one push per quarter of the TTL.
+    #[tokio::test]
+    async fn renewals_are_floored_at_a_quarter_of_the_ttl() {
+        let clock = Arc::new(ManualClock::new(crate::clock::now_ms()));
+        let (svc, _dir) = service(clock.clone(), TTL).await;
+        let s = session(&svc).await;
+        let (reg, _) = svc.hub.register(&s.sid, &s.user, Kind::Ws).unwrap();
+        let mut pushed = 0;
+        // 40 due renewals, one every 200 ms of manual time, over 8 s (one TTL).
+        for _ in 0..40 {
+            clock.advance(200);
+            svc.renew(&s.sid, Reason::Renewal, svc.now()).await.unwrap();
+            pushed += pushes(&reg);
+        }
+        assert_eq!(pushed, 4, "one push per TTL / 4");
+    }
+
+    /// Acks keep a session with a short idle TTL alive; without them it dies at the next
+    /// renewal, and its channels hear `revoked`.
+    #[tokio::test]
+    async fn acked_pushes_keep_the_session_alive_and_silence_expires_it() {
+        let clock = Arc::new(ManualClock::new(crate::clock::now_ms()));
+        let (svc, _dir) = service(clock.clone(), 2_000).await;
+        let s = session(&svc).await;
+        let (reg, _) = svc.hub.register(&s.sid, &s.user, Kind::Sse).unwrap();
+        // 120 s of pushes every 6 s, each acked: four idle lifetimes.
+        for _ in 0..20 {
+            clock.advance(6_000);
+            svc.renew(&s.sid, Reason::Renewal, svc.now()).await.unwrap();
+            assert_eq!(pushes(&reg), 1);
+            let gen = svc
+                .sessions
+                .store
+                .load(&s.sid)
+                .await
+                .unwrap()
+                .unwrap()
+                .current_gen;
+            svc.confirm(&s.sid, gen).await.unwrap();
+        }
+        assert!(!svc.is_revoked(&s.sid));
+        // Now nobody acks: pushes continue until the idle TTL (30 s) passes.
+        for _ in 0..6 {
+            clock.advance(6_000);
+            svc.renew(&s.sid, Reason::Renewal, svc.now()).await.unwrap();
+        }
+        assert!(svc.is_revoked(&s.sid), "idle session revoked as expired");
+        let last = std::iter::from_fn(|| reg.outbox.pop()).last();
+        assert!(matches!(last, Some(Event::Revoked(r)) if &*r == "expired"));
     }
 }

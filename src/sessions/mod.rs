@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::clock::Millis;
+use crate::clock::{Clock, Millis, SystemClock};
 pub use local::Ephemeral;
 pub use rotation::{Outcome, Policy, Use};
 
@@ -193,16 +193,33 @@ pub async fn open(
 }
 
 /// The store plus the rules: every change is load → apply → compare-and-set, retried on conflict.
+/// Carries the clock the rules read, so tests can run them on a manual one.
 #[derive(Clone)]
 pub struct Sessions {
     pub store: Arc<dyn Store>,
     pub policy: Policy,
+    clock: Arc<dyn Clock>,
 }
 
 impl Sessions {
-    /// Wraps a store with the lifetimes of `policy`.
+    /// Wraps a store with the lifetimes of `policy`, on the wall clock.
     pub fn new(store: Arc<dyn Store>, policy: Policy) -> Self {
-        Sessions { store, policy }
+        Sessions {
+            store,
+            policy,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The same on another clock (tests: [`crate::clock::ManualClock`]).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Unix milliseconds on this clock.
+    pub fn now(&self) -> Millis {
+        self.clock.now_ms()
     }
 
     /// Applies `f` to the session atomically. Returns the session after `f` and its result,
