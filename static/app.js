@@ -145,7 +145,8 @@ client.on('activity', (a) => {
     return;
   }
   const text = (ACTIVITY[a.kind] || (() => a.kind))(a.detail);
-  timeline.mark(a.kind, text, at);
+  const m = timeline.mark(a.kind, text, at);
+  if (a.detail?.generation !== undefined) m.gen = a.detail.generation;
   if (a.kind === 'reconnect') reconnecting = true;
   if (a.kind === 'channel_open' && reconnecting) {
     reconnecting = false;
