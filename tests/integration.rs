@@ -255,6 +255,21 @@ async fn trusted_backend_mints_sessions_that_get_pushes() {
         .get_auth("/api/me", tokens["access_token"].as_str().unwrap())
         .await;
     assert_eq!((st, me["sub"].as_str()), (200, Some("ext-42")));
+    let admin = app.login_as("alice").await;
+    let (_, list) = app
+        .get_auth("/admin/sessions", admin["access_token"].as_str().unwrap())
+        .await;
+    let row = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["session_id"] == tokens["session_id"])
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (row["user"].clone(), row["roles"].clone()),
+        (json!("ext-42"), json!(["staff"]))
+    );
 
     // The user is in no users file, yet the scheduled push re-issues the same claims.
     let pushed = sees_a_renewal(&app, &tokens).await;
@@ -616,6 +631,18 @@ async fn revocation_feed_tells_service_key_holders_at_once() {
     let ev = next_event(&mut resp, &mut buf, "revoked").await;
     assert_eq!(ev["session_id"], bob["session_id"]);
     assert_eq!(ev["reason"], "logout");
+
+    // Graceful shutdown: `reconnect`, then the feed ends (it does not hold the drain up).
+    let mut app = app;
+    let stop = tokio::spawn(async move {
+        app.stop().await;
+        app
+    });
+    let ev = next_event(&mut resp, &mut buf, "reconnect").await;
+    assert!(ev["retry_ms"].as_u64().unwrap() > 0);
+    let end = tokio::time::timeout(2 * S, resp.chunk()).await;
+    assert!(matches!(end, Ok(Ok(None))), "feed ended: {end:?}");
+    drop(stop.await.unwrap());
 
     let without = TestApp::spawn(&[]).await;
     let r = without

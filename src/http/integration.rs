@@ -128,9 +128,10 @@ pub async fn openid_configuration(State(st): State<AppState>) -> Json<Value> {
 
 /// `GET /admin/events` (service key): an SSE feed of every revocation this node learns of,
 /// so a resource server can refuse a revoked session's tokens at once instead of at `exp`.
-/// Events: `ready` `{}`, `revoked` `{"session_id","reason","at_ms"}`, and `lagged`
+/// Events: `ready` `{}`, `revoked` `{"session_id","reason","at_ms"}`, `lagged`
 /// `{"missed"}` when the subscriber fell too far behind (treat every cached session as
-/// suspect, or reconnect). A `: ping` comment every `--heartbeat`.
+/// suspect, or reconnect), and `reconnect` `{"retry_ms"}` at graceful shutdown, after which
+/// the stream ends. A `: ping` comment every `--heartbeat`.
 pub async fn revocation_feed(State(st): State<AppState>, _key: ServiceKey) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use futures::StreamExt;
@@ -146,7 +147,16 @@ pub async fn revocation_feed(State(st): State<AppState>, _key: ServiceKey) -> Re
             .event("lagged")
             .data(json!({ "missed": n }).to_string()),
     });
-    let stream = ready.chain(events).map(Ok::<_, std::convert::Infallible>);
+    let closing = st.service.integration.closing.clone();
+    let reconnect = futures::stream::once(async {
+        Event::default()
+            .event("reconnect")
+            .data(json!({ "retry_ms": 1000 }).to_string())
+    });
+    let stream = ready
+        .chain(events.take_until(closing.cancelled_owned()))
+        .chain(reconnect)
+        .map(Ok::<_, std::convert::Infallible>);
     let mut r = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(st.config.heartbeat).text("ping"))
         .into_response();

@@ -308,7 +308,7 @@ fn mint_session() {}
 
 #[utoipa::path(get, path = "/admin/events", tag = "integration", security(("service_key" = [])),
     responses(
-        (status = 200, description = "SSE feed: ready, revoked {session_id, reason, at_ms}, lagged {missed}", content_type = "text/event-stream", body = String),
+        (status = 200, description = "SSE feed: ready, revoked {session_id, reason, at_ms}, lagged {missed}, reconnect {retry_ms}", content_type = "text/event-stream", body = String),
         (status = 400, description = "Malformed Authorization", body = ErrorBody),
         (status = 401, description = "Missing or wrong service key", body = ErrorBody),
         (status = 404, description = "No --service-key-file", body = ErrorBody),

@@ -30,6 +30,8 @@ pub struct Integration {
     pub service_key: Option<Vec<u8>>,
     /// Every revocation this node learns of (its own and the cluster's), for resource servers.
     pub feed: tokio::sync::broadcast::Sender<Revocation>,
+    /// Cancelled at graceful shutdown: feed subscribers get `reconnect` and the stream ends.
+    pub closing: tokio_util::sync::CancellationToken,
 }
 
 impl Default for Integration {
@@ -39,6 +41,7 @@ impl Default for Integration {
             hook: None,
             service_key: None,
             feed: tokio::sync::broadcast::channel(FEED_BUFFER).0,
+            closing: tokio_util::sync::CancellationToken::new(),
         }
     }
 }
@@ -90,6 +93,15 @@ impl Integration {
 }
 
 impl Service {
+    /// Current roles of a user, external identities first (for admin listings).
+    pub fn roles_of(&self, user: &str) -> Option<Vec<String>> {
+        self.integration
+            .external
+            .get(user)
+            .or_else(|| self.users.identity(user))
+            .map(|who| who.roles)
+    }
+
     /// Whether trusted-backend routes are on.
     pub fn service_key_configured(&self) -> bool {
         self.integration.service_key.is_some()

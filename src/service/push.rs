@@ -239,6 +239,7 @@ impl Service {
     /// Graceful shutdown: every channel gets `reconnect` with a jittered delay, so clients
     /// do not all come back in the same millisecond.
     pub fn shutdown_channels(&self) -> usize {
+        self.integration.closing.cancel();
         self.hub.close()
     }
 }
