@@ -124,7 +124,7 @@ impl Service {
     ) -> ApiResult<TokenResponse> {
         let name = who.name.clone();
         self.integration.external.insert(who);
-        let now = now_ms();
+        let now = self.now();
         let exp = self.issuer.access_exp_ms(now);
         let s = Session::new(
             random_id(16),
