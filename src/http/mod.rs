@@ -4,6 +4,7 @@ pub mod api;
 pub mod auth;
 pub mod device;
 pub mod direct;
+pub mod error;
 pub mod events;
 pub mod extract;
 pub mod hardening;

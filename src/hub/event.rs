@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use axum::body::Bytes;
+use bytes::Bytes;
 
 use serde::{Deserialize, Serialize};
 
