@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 
 use super::extract::{Admin, Authed, Body};
 use super::AppState;
-use crate::clock::now_ms;
 use crate::error::{ApiError, ApiResult};
 use crate::hub::Kind;
 
@@ -66,8 +65,8 @@ pub async fn sessions(State(st): State<AppState>, Admin(_): Admin) -> ApiResult<
         .await?
         .into_iter()
         .map(|s| {
-            let (sse, ws) = st.service.hub.counts(&s.sid);
-            let last = st.service.stats.last_push(&s.sid);
+            let (sse, ws) = st.service.channel_counts(&s.sid);
+            let last = st.service.last_push(&s.sid);
             json!({
                 "session_id": s.sid,
                 "user": s.user,
@@ -96,12 +95,7 @@ pub async fn revoke_session(
     Admin(_): Admin,
     Path(sid): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let live = match sid.len() {
-        1..=128 => st.service.sessions.store.load(&sid).await?,
-        _ => None,
-    }
-    .filter(|s| s.is_live(now_ms(), &st.service.sessions.policy));
-    if live.is_none() {
+    if st.service.live_session(&sid).await?.is_none() {
         return Err(ApiError::NotFound);
     }
     let n = st.service.revoke(&sid, "admin").await?;
@@ -111,7 +105,7 @@ pub async fn revoke_session(
 /// `GET /admin/stats`: the console's headline numbers, as this node sees them.
 pub async fn stats(State(st): State<AppState>, Admin(_): Admin) -> ApiResult<Json<Value>> {
     let svc = &st.service;
-    let m = &svc.metrics;
+    let m = svc.metrics();
     let pushes: u64 = ["renewal", "claims_changed", "resume", "requested"]
         .iter()
         .map(|r| m.pushes.with_label_values(&[r]).get())
@@ -119,9 +113,9 @@ pub async fn stats(State(st): State<AppState>, Admin(_): Admin) -> ApiResult<Jso
     let min_margin = m.min_margin_ms.get();
     Ok(Json(json!({
         "live_sessions": svc.live_sessions(None).await?.len(),
-        "channels": {"sse": svc.hub.live(Kind::Sse), "ws": svc.hub.live(Kind::Ws)},
+        "channels": {"sse": svc.live_channels(Kind::Sse), "ws": svc.live_channels(Kind::Ws)},
         "pushes_total": pushes,
-        "deliveries_last_minute": svc.stats.pushes_last_minute(now_ms()),
+        "deliveries_last_minute": svc.pushes_last_minute(),
         "min_delivery_margin_ms": (min_margin != 0).then_some(min_margin),
         "reuse_detections": m.reuse_detected.get(),
     })))

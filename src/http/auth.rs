@@ -136,7 +136,7 @@ pub async fn revoke(State(st): State<AppState>, body: Body<RevokeBody>) -> ApiRe
     let sid = if RefreshTokens::parse(token).is_some() {
         st.service.session_of_refresh(token).await?
     } else {
-        st.service.issuer.access.verify(token).ok().map(|c| c.sid)
+        st.service.session_of_access(token)
     };
     if let Some(sid) = sid {
         st.service.revoke(&sid, "logout").await?;

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::AppState;
 use crate::error::ApiError;
-use crate::tokens::{Claims, Rejection};
+use crate::tokens::Claims;
 
 /// A body parsed from `application/json` or `application/x-www-form-urlencoded`.
 pub struct Body<T> {
@@ -91,24 +91,7 @@ impl FromRequestParts<AppState> for Authed {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts)?.ok_or(ApiError::MissingToken)?;
-        let svc = &state.service;
-        match svc.issuer.access.verify(token) {
-            Ok(claims) if svc.is_revoked(&claims.sid) => {
-                Err(ApiError::InvalidToken("the session was revoked"))
-            }
-            Ok(claims) => Ok(Authed(claims)),
-            Err(Rejection::Expired) => {
-                // A live session's client is behind: nudge a push to its channels (rate-limited).
-                if let Ok(c) = svc.issuer.access.verify_ignoring_expiry(token) {
-                    if !svc.is_revoked(&c.sid) && svc.hub.has_channels(&c.sid) {
-                        let svc = svc.clone();
-                        tokio::spawn(async move { svc.request_push(&c.sid).await });
-                    }
-                }
-                Err(ApiError::InvalidToken(Rejection::Expired.describe()))
-            }
-            Err(r) => Err(ApiError::InvalidToken(r.describe())),
-        }
+        state.service.authenticate(token).map(Authed)
     }
 }
 
@@ -124,10 +107,10 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Authed(c) = Authed::from_request_parts(parts, state).await?;
-        let roles = match state.service.users.identity(&c.sub) {
-            Some(who) => who.roles,
-            None => c.roles.clone(),
-        };
+        let roles = state
+            .service
+            .directory_roles(&c.sub)
+            .unwrap_or_else(|| c.roles.clone());
         if roles.iter().any(|r| r == "admin") {
             Ok(Admin(c))
         } else {

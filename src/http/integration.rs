@@ -104,13 +104,13 @@ pub async fn mint_session(
 /// `GET /.well-known/openid-configuration`: the discovery fields that apply to us, so
 /// resource-server libraries that start from an issuer URL find the JWKS.
 pub async fn openid_configuration(State(st): State<AppState>) -> Json<Value> {
-    let iss = st.service.issuer.issuer.trim_end_matches('/');
+    let iss = st.service.issuer_name().trim_end_matches('/');
     let alg = match st.config.signing {
         Signing::Eddsa => "EdDSA",
         Signing::Hs256 => "HS256",
     };
     Json(json!({
-        "issuer": st.service.issuer.issuer,
+        "issuer": st.service.issuer_name(),
         "jwks_uri": format!("{iss}/.well-known/jwks.json"),
         "token_endpoint": format!("{iss}/auth/refresh"),
         "revocation_endpoint": format!("{iss}/auth/revoke"),
@@ -137,7 +137,7 @@ pub async fn revocation_feed(State(st): State<AppState>, _key: ServiceKey) -> Re
     use futures::StreamExt;
     use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
-    let rx = st.service.integration.feed.subscribe();
+    let rx = st.service.integration().feed.subscribe();
     let ready = futures::stream::once(async { Event::default().event("ready").data("{}") });
     let events = BroadcastStream::new(rx).map(|item| match item {
         Ok(r) => Event::default()
@@ -147,7 +147,7 @@ pub async fn revocation_feed(State(st): State<AppState>, _key: ServiceKey) -> Re
             .event("lagged")
             .data(json!({ "missed": n }).to_string()),
     });
-    let closing = st.service.integration.closing.clone();
+    let closing = st.service.integration().closing.clone();
     let reconnect = futures::stream::once(async {
         Event::default()
             .event("reconnect")

@@ -17,11 +17,11 @@ pub async fn healthz() -> Json<Value> {
 
 /// `GET /metrics`: Prometheus text.
 pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
-    let m = &st.service.metrics;
+    let m = st.service.metrics();
     for kind in [Kind::Sse, Kind::Ws] {
         m.channels
             .with_label_values(&[kind.label()])
-            .set(st.service.hub.live(kind) as i64);
+            .set(st.service.live_channels(kind) as i64);
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -31,14 +31,7 @@ pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
 
 /// `GET /.well-known/jwks.json`.
 pub async fn jwks(State(st): State<AppState>) -> impl IntoResponse {
-    let keys: Vec<Value> = st
-        .service
-        .issuer
-        .access
-        .jwk()
-        .into_iter()
-        .cloned()
-        .collect();
+    let keys = st.service.jwks();
     (
         [(header::CACHE_CONTROL, "public, max-age=300")],
         Json(json!({"keys": keys})),

@@ -9,6 +9,7 @@ mod auth;
 pub mod integration;
 mod push;
 pub mod stats;
+mod view;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,21 +42,21 @@ pub struct Timing {
 
 /// Shared state of the token service; held in an `Arc`.
 pub struct Service {
-    pub sessions: Sessions,
-    pub issuer: Issuer,
-    pub users: Directory,
-    pub hub: Arc<Hub>,
-    pub metrics: Arc<Metrics>,
-    pub timing: Timing,
+    sessions: Sessions,
+    issuer: Issuer,
+    users: Directory,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    timing: Timing,
     bus: Bus,
     scheduler: Scheduler,
     /// Revoked sessions whose access tokens may still be unexpired: checked on every Bearer.
     revocations: DashMap<String, Millis>,
     push_requests: DashMap<String, Instant>,
     /// Last delivery per session and deliveries per minute, for the admin console.
-    pub stats: stats::Stats,
+    stats: stats::Stats,
     /// Service key, login hook and the identities of users outside the users file.
-    pub integration: integration::Integration,
+    integration: integration::Integration,
 }
 
 /// A channel just opened: its registration and what to tell the client first.
