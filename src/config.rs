@@ -33,12 +33,30 @@ pub enum Command {
     },
     /// Read a password on stdin and print its argon2id hash for the users file.
     HashPassword,
+    /// Signing keys: `tokenpush keys rotate --data-dir D`.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Show where the demo users live; with `--reset`, make new passwords and print them.
     DemoUsers {
         /// Replace the demo users' passwords with new random ones (printed once).
         #[arg(long)]
         reset: bool,
         /// Data dir holding `demo-users.toml` (default: the server's `--data-dir`).
+        #[arg(long, env = "TOKENPUSH_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// What `tokenpush keys` does.
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// A new Ed25519 signing key signs from now on; the old one still verifies (and JWKS
+    /// publishes it) until its tokens expired. Running servers pick it up within seconds
+    /// (at once on SIGHUP).
+    Rotate {
+        /// Data dir holding the signing key (default: the server's `--data-dir`).
         #[arg(long, env = "TOKENPUSH_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },

@@ -3,13 +3,16 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use tokenpush::config::{Cli, Command, Config, ConfigAction};
+use tokenpush::config::{Cli, Command, Config, ConfigAction, KeysAction};
 use tokenpush::Server;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_with_sources();
     match cli.command {
         Some(Command::HashPassword) => hash_password(),
+        Some(Command::Keys {
+            action: KeysAction::Rotate { data_dir },
+        }) => rotate_keys(&data_dir.unwrap_or(cli.config.data_dir)),
         Some(Command::DemoUsers { reset, data_dir }) => {
             demo_users(&data_dir.unwrap_or(cli.config.data_dir), reset)
         }
@@ -17,6 +20,24 @@ fn main() -> ExitCode {
             action: ConfigAction::Check,
         }) => config_check(cli.config),
         Some(Command::Serve) | None => serve(cli.config),
+    }
+}
+
+/// `tokenpush keys rotate`.
+fn rotate_keys(data_dir: &std::path::Path) -> ExitCode {
+    match tokenpush::tokens::keys::rotate_ed25519(data_dir) {
+        Ok(kid) => {
+            println!(
+                "new signing key {kid} in {}; running servers use it within {} s (at once on SIGHUP); the old key verifies until its tokens expire",
+                data_dir.display(),
+                tokenpush::service::KEY_RELOAD_EVERY.as_secs()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tokenpush keys rotate: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -243,3 +243,110 @@ async fn restarting_every_node_loses_no_session() {
     let (st, _) = a.refresh(&s(&body, "refresh_token")).await;
     assert_eq!(st, 200);
 }
+
+fn kid(jwt: &str) -> String {
+    use base64::Engine;
+    let head = jwt.split('.').next().unwrap();
+    let v: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(head)
+            .unwrap(),
+    )
+    .unwrap();
+    s(&v, "kid")
+}
+
+/// Verifies `jwt`'s signature with the key JWKS publishes under its `kid`.
+async fn verifies_through_jwks(app: &TestApp, jwt: &str) -> bool {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let jwks: Value = serde_json::from_str(&app.get_text("/.well-known/jwks.json").await).unwrap();
+    let want = kid(jwt);
+    let Some(jwk) = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == want.as_str())
+    else {
+        return false;
+    };
+    let x: [u8; 32] = b64.decode(s(jwk, "x")).unwrap().try_into().unwrap();
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&x).unwrap();
+    let (signed, sig) = jwt.rsplit_once('.').unwrap();
+    let sig: [u8; 64] = b64.decode(sig).unwrap().try_into().unwrap();
+    key.verify_strict(
+        signed.as_bytes(),
+        &ed25519_dalek::Signature::from_bytes(&sig),
+    )
+    .is_ok()
+}
+
+/// Issue 14 defect 7: `tokenpush keys rotate` on a shared data dir. New tokens carry the new
+/// `kid` at once (SIGHUP) on this node and within seconds on the other; the old token stays
+/// valid until it expires and verifiable through JWKS on both.
+#[tokio::test]
+async fn signing_key_rotation_reaches_every_node_and_old_tokens_stay_valid() {
+    let redis = Redis::start().await;
+    let (a, b) = cluster(&redis, &[]).await;
+    let old = a.login_as("bob").await;
+    let old_at = s(&old, "access_token");
+    let old_kid = kid(&old_at);
+    let data = a.data_dir.path().join("data");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokenpush"))
+        .args(["keys", "rotate", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Node A: SIGHUP reloads at once.
+    unsafe { libc::kill(a.pid() as i32, libc::SIGHUP) };
+    let deadline = Instant::now() + 3 * S;
+    let new_kid = loop {
+        let t = a.login_as("bob").await;
+        let k = kid(&s(&t, "access_token"));
+        if k != old_kid {
+            break k;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node A still signs with the old key"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Node B shares the data dir (here: the rotated files copied into its own).
+    let b_data = b.data_dir.path().join("data");
+    std::fs::copy(
+        data.join("signing-ed25519.key"),
+        b_data.join("signing-ed25519.key"),
+    )
+    .unwrap();
+    let retired = data.join("signing-retired");
+    std::fs::create_dir_all(b_data.join("signing-retired")).unwrap();
+    for e in std::fs::read_dir(&retired).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), b_data.join("signing-retired").join(e.file_name())).unwrap();
+    }
+    let deadline = Instant::now() + 8 * S;
+    loop {
+        let t = b.login_as("bob").await;
+        if kid(&s(&t, "access_token")) == new_kid {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node B never picked up the new key"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for node in [&a, &b] {
+        let (st, _) = node.get_auth("/api/me", &old_at).await;
+        assert_eq!(st, 200, "the old token is valid until it expires");
+        assert!(verifies_through_jwks(node, &old_at).await);
+        let jwks = node.get_text("/.well-known/jwks.json").await;
+        assert!(jwks.contains(&old_kid) && jwks.contains(&new_kid), "{jwks}");
+    }
+}

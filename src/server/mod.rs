@@ -176,6 +176,7 @@ impl Server {
             bus,
         } = self;
         spawn_loops(&service, &tasks, &stop, due, bus);
+        spawn_key_reload(&service, &tasks, &stop, config.data_dir.clone());
         let conns = conn::Conns::new(
             http::router(http::AppState {
                 config: config.clone(),
@@ -246,6 +247,41 @@ fn spawn_loops(
             // upgrades) back to the OS, so idle channels cost what they hold.
             // SAFETY: malloc_trim only releases free heap pages.
             unsafe { libc::malloc_trim(0) };
+        }
+    });
+}
+
+/// Signing-key rotation without a restart: the key set is re-read from the data dir on
+/// SIGHUP and every few seconds, so every node sharing the dir picks up
+/// `tokenpush keys rotate` on its own.
+fn spawn_key_reload(
+    service: &Arc<Service>,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+    data_dir: std::path::PathBuf,
+) {
+    service.reload_keys(&data_dir);
+    let (svc, s) = (service.clone(), stop.clone());
+    tasks.spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup()).ok();
+        let mut every = tokio::time::interval(crate::service::KEY_RELOAD_EVERY);
+        loop {
+            let hup_or_tick = async {
+                match hup.as_mut() {
+                    Some(h) => tokio::select! {
+                        _ = h.recv() => {}
+                        _ = every.tick() => {}
+                    },
+                    None => {
+                        every.tick().await;
+                    }
+                }
+            };
+            if s.run_until_cancelled(hup_or_tick).await.is_none() {
+                break;
+            }
+            svc.reload_keys(&data_dir);
         }
     });
 }

@@ -29,6 +29,9 @@ use crate::sessions::{rotation::REUSE, Outcome, Session, Sessions, TicketGrant, 
 use crate::tokens::{random_id, Issuer, RefreshTokens, TokenResponse};
 use crate::users::{Directory, Identity};
 
+/// How often every node re-reads its signing keys (SIGHUP reloads at once).
+pub const KEY_RELOAD_EVERY: Duration = Duration::from_secs(5);
+
 /// Timing settings the service needs.
 #[derive(Debug, Clone)]
 pub struct Timing {
@@ -133,6 +136,34 @@ impl Service {
         self.push_requests
             .retain(|_, at| at.elapsed() < push::PUSH_REQUEST_INTERVAL);
         self.stats.retain(|sid| self.hub.has_channels(sid));
+    }
+
+    /// Re-reads the signing keys from the data dir (EdDSA only; an HS256 secret is one
+    /// configured file): the current seed signs from now on, retired seeds still verify and
+    /// are published until every token they can have signed expired. A failure keeps the set
+    /// in use.
+    pub fn reload_keys(&self, data_dir: &std::path::Path) {
+        use crate::tokens::keys;
+        let access = &self.issuer.access;
+        if access.jwks().is_empty() {
+            return;
+        }
+        // Another node may sign with a retired key until its next reload.
+        let keep = self.issuer.access_ttl_ms + KEY_RELOAD_EVERY.as_millis() as Millis + 60_000;
+        let loaded = keys::read_private(&data_dir.join(keys::ED25519_KEY))
+            .and_then(|seed| keys::ed25519(&seed))
+            .and_then(|cur| Ok((cur, keys::retired_ed25519(data_dir, now_ms(), keep)?)));
+        match loaded {
+            Ok((current, retired)) => {
+                let n = retired.len();
+                if access.set_keys(current, retired) {
+                    tracing::info!(kid = %access.kid(), retired = n, "signing keys loaded");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "signing keys not reloaded; keeping the current set")
+            }
+        }
     }
 
     /// Unix milliseconds on the service's clock (the sessions' one).

@@ -79,9 +79,10 @@ impl Service {
         &self.metrics
     }
 
-    /// The public signing keys, as JWKS `keys`.
+    /// The public signing keys, as JWKS `keys` (current first, then retired keys whose
+    /// tokens may still be unexpired).
     pub fn jwks(&self) -> Vec<serde_json::Value> {
-        self.issuer.access.jwk().into_iter().cloned().collect()
+        self.issuer.access.jwks()
     }
 
     /// The `iss` of our tokens.

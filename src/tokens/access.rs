@@ -61,11 +61,37 @@ impl Rejection {
 /// (or emptied), so memory stays bounded.
 const VERIFIED_CACHE: usize = 100_000;
 
-/// Signs and verifies access tokens with one pinned algorithm and key.
-pub struct AccessTokens {
-    key: SigningKey,
-    validation: Validation,
+/// The current key (signs) and retired keys (still verify until their tokens expired).
+struct KeySet {
+    current: SigningKey,
     header: Header,
+    retired: Vec<SigningKey>,
+}
+
+impl KeySet {
+    fn new(current: SigningKey, retired: Vec<SigningKey>) -> Self {
+        let mut header = Header::new(current.alg);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(current.kid.clone());
+        KeySet {
+            current,
+            header,
+            retired,
+        }
+    }
+
+    fn by_kid(&self, kid: &str) -> Option<&SigningKey> {
+        std::iter::once(&self.current)
+            .chain(&self.retired)
+            .find(|k| k.kid == kid)
+    }
+}
+
+/// Signs and verifies access tokens with one pinned algorithm; the key set can be replaced
+/// while serving (signing-key rotation).
+pub struct AccessTokens {
+    keys: std::sync::RwLock<Arc<KeySet>>,
+    validation: Validation,
     /// SHA-256 of a token that passed full verification → its claims. Clients send the same
     /// token many times; a hit skips only the signature check (Ed25519 verify is the most
     /// expensive step of a protected request). Lifetime is re-checked on every hit.
@@ -84,32 +110,54 @@ impl AccessTokens {
         // `nbf` is back-dated at signing for other nodes' clocks.
         validation.leeway = 0;
         validation.validate_nbf = true;
-        let mut header = Header::new(key.alg);
-        header.typ = Some("at+jwt".into());
-        header.kid = Some(key.kid.clone());
         AccessTokens {
-            key,
+            keys: std::sync::RwLock::new(Arc::new(KeySet::new(key, vec![]))),
             validation,
-            header,
             verified: DashMap::new(),
         }
     }
 
-    /// The public JWK to publish, if the key is asymmetric.
-    pub fn jwk(&self) -> Option<&serde_json::Value> {
-        self.key.jwk.as_ref()
+    fn keys(&self) -> Arc<KeySet> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The public JWKs to publish (current first, then retired keys still in use); empty
+    /// for a symmetric key.
+    pub fn jwks(&self) -> Vec<serde_json::Value> {
+        let keys = self.keys();
+        std::iter::once(&keys.current)
+            .chain(&keys.retired)
+            .filter_map(|k| k.jwk.clone())
+            .collect()
+    }
+
+    /// The `kid` new tokens carry.
+    pub fn kid(&self) -> String {
+        self.keys().current.kid.clone()
+    }
+
+    /// Replaces the key set (same algorithm): `current` signs from now on, `retired` still
+    /// verify. Returns whether the current key changed.
+    pub fn set_keys(&self, current: SigningKey, retired: Vec<SigningKey>) -> bool {
+        let set = Arc::new(KeySet::new(current, retired));
+        let mut guard = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        let changed =
+            guard.current.kid != set.current.kid || guard.retired.len() != set.retired.len();
+        *guard = set;
+        changed
     }
 
     /// Signs the claims. EdDSA signs with the cached key (plain JWS compact serialisation,
     /// about twice as fast as jsonwebtoken's per-call key parsing); HS256 uses jsonwebtoken.
     pub fn sign(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
-        let Some(key) = &self.key.ed25519 else {
-            return encode(&self.header, claims, &self.key.encoding);
+        let keys = self.keys();
+        let Some(key) = &keys.current.ed25519 else {
+            return encode(&keys.header, claims, &keys.current.encoding);
         };
         use base64::Engine;
         use ed25519_dalek::Signer;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let mut out = b64.encode(serde_json::to_vec(&self.header)?);
+        let mut out = b64.encode(serde_json::to_vec(&keys.header)?);
         out.push('.');
         b64.encode_string(serde_json::to_vec(claims)?, &mut out);
         let sig = key.sign(out.as_bytes());
@@ -158,10 +206,11 @@ impl AccessTokens {
         {
             return Err(Rejection::WrongType);
         }
-        if header.kid.as_deref() != Some(self.key.kid.as_str()) {
+        let keys = self.keys();
+        let Some(key) = header.kid.as_deref().and_then(|kid| keys.by_kid(kid)) else {
             return Err(Rejection::UnknownKey);
-        }
-        match decode::<Claims>(token, &self.key.decoding, validation) {
+        };
+        match decode::<Claims>(token, &key.decoding, validation) {
             Ok(data) => Ok(data.claims),
             Err(e) => Err(match e.kind() {
                 ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => Rejection::Expired,

@@ -93,6 +93,57 @@ pub fn read_private(path: &Path) -> Result<Vec<u8>, KeyError> {
     fs::read(path).map_err(io_err(path))
 }
 
+/// The Ed25519 seed that signs new tokens, in the data dir.
+pub const ED25519_KEY: &str = "signing-ed25519.key";
+/// Retired Ed25519 seeds, one file per key named `<retired unix ms>.key`: they still verify
+/// (and JWKS still publishes them) until every token they signed has expired.
+pub const RETIRED_DIR: &str = "signing-retired";
+
+/// `tokenpush keys rotate`: a new seed becomes current and the old one is retired. The new
+/// file is complete before it is renamed into place, so a server reading the dir meanwhile
+/// sees either key set, never a missing key. Returns the new `kid`.
+pub fn rotate_ed25519(data_dir: &Path) -> Result<String, KeyError> {
+    ensure_data_dir(data_dir)?;
+    let current = data_dir.join(ED25519_KEY);
+    let fresh = data_dir.join("signing-ed25519.key.new");
+    let _ = fs::remove_file(&fresh);
+    let seed = load_or_create_secret(&fresh, 32)?;
+    if current.exists() {
+        let retired = data_dir.join(RETIRED_DIR);
+        fs::create_dir_all(&retired).map_err(io_err(&retired))?;
+        fs::set_permissions(&retired, fs::Permissions::from_mode(0o700))
+            .map_err(io_err(&retired))?;
+        let to = retired.join(format!("{}.key", crate::clock::now_ms()));
+        fs::rename(&current, &to).map_err(io_err(&current))?;
+    }
+    fs::rename(&fresh, &current).map_err(io_err(&current))?;
+    Ok(ed25519(&seed)?.kid)
+}
+
+/// The retired Ed25519 keys still needed at `now_ms`: retired less than `keep_ms` ago.
+pub fn retired_ed25519(
+    data_dir: &Path,
+    now_ms: crate::clock::Millis,
+    keep_ms: crate::clock::Millis,
+) -> Result<Vec<SigningKey>, KeyError> {
+    let dir = data_dir.join(RETIRED_DIR);
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Ok(vec![]);
+    };
+    let mut keys = vec![];
+    for e in entries.flatten() {
+        let path = e.path();
+        let at = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<crate::clock::Millis>().ok());
+        if at.is_some_and(|at| now_ms - at < keep_ms) {
+            keys.push(ed25519(&read_private(&path)?)?);
+        }
+    }
+    Ok(keys)
+}
+
 /// The Ed25519 signing key from a 32-byte seed, with its RFC 7638 thumbprint as `kid`.
 pub fn ed25519(seed: &[u8]) -> Result<SigningKey, KeyError> {
     let seed: [u8; 32] = seed
