@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
 use super::events::{frames, EventsQuery, HEADERS};
+use super::hardening;
 use super::wire::Wire;
 use crate::error::ApiError;
 use crate::hub::Kind;
@@ -67,6 +68,8 @@ pub struct Head {
     pub query: String,
     /// A `Last-Event-ID` header, when present and UTF-8.
     pub last_event_id: Option<String>,
+    /// An `Origin` header, when present and UTF-8 (for CORS).
+    pub origin: Option<String>,
 }
 
 /// Why no head came.
@@ -86,15 +89,17 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
         Ok(httparse::Status::Complete(_)) => {
             let path = req.path.ok_or(HeadError::Malformed)?;
             let query = path.split_once('?').map_or("", |(_, q)| q).to_string();
-            let last_event_id = req
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("last-event-id"))
-                .and_then(|h| std::str::from_utf8(h.value).ok())
-                .map(str::to_string);
+            let header = |name: &str| {
+                req.headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .and_then(|h| std::str::from_utf8(h.value).ok())
+                    .map(str::to_string)
+            };
             Ok(Some(Head {
                 query,
-                last_event_id,
+                last_event_id: header("last-event-id"),
+                origin: header("origin"),
             }))
         }
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Ok(None),
@@ -128,6 +133,7 @@ pub async fn serve(
     head: Result<Head, HeadError>,
     svc: Arc<Service>,
     heartbeat: Duration,
+    allowed_origins: &[String],
 ) {
     let _ = stream.set_nodelay(true);
     let head = match head {
@@ -142,6 +148,15 @@ pub async fn serve(
             return;
         }
     };
+    // Cross-origin apps listed in --allowed-origins read this response as they read the JSON
+    // routes (tower's CorsLayer does not see this path).
+    let cors = head
+        .origin
+        .as_deref()
+        .and_then(|o| hardening::cors_origin(allowed_origins, o))
+        .map_or(String::new(), |o| {
+            format!("access-control-allow-origin: {o}\r\nvary: origin\r\n")
+        });
     let (query, last_event_id) = (head.query, head.last_event_id);
     let q: EventsQuery = serde_urlencoded::from_str(&query).unwrap_or(EventsQuery {
         ticket: String::new(),
@@ -156,12 +171,13 @@ pub async fn serve(
         .await
     {
         Ok(o) => o,
-        Err(e) => return write_error(&mut stream, e).await,
+        Err(e) => return write_error(&mut stream, e, &cors).await,
     };
     let mut head = String::from("HTTP/1.1 200 OK\r\n");
     for (k, v) in HEADERS {
         head += &format!("{k}: {v}\r\n");
     }
+    head += &cors;
     head += "transfer-encoding: chunked\r\nconnection: close\r\n\r\n";
     if stream.write_all(head.as_bytes()).await.is_err() {
         return;
@@ -191,7 +207,7 @@ pub async fn serve(
 }
 
 /// Writes the same error response axum would (status, JSON body, headers).
-async fn write_error(stream: &mut TcpStream, e: ApiError) {
+async fn write_error(stream: &mut TcpStream, e: ApiError, cors: &str) {
     let (parts, body) = e.into_response().into_parts();
     let body = axum::body::to_bytes(body, 64 * 1024)
         .await
@@ -206,6 +222,7 @@ async fn write_error(stream: &mut TcpStream, e: ApiError) {
             head += &format!("{k}: {v}\r\n");
         }
     }
+    head += cors;
     head += &format!(
         "content-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
@@ -229,6 +246,7 @@ mod tests {
             Ok(Some(Head {
                 query: "ticket=abc".into(),
                 last_event_id: Some("s:4".into()),
+                origin: None,
             }))
         );
         assert_eq!(parse_head(&HEAD[..20]), Ok(None));

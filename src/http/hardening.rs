@@ -85,6 +85,18 @@ pub fn cors(config: &Config) -> Option<CorsLayer> {
     )
 }
 
+/// The `Access-Control-Allow-Origin` value for a request from `origin`, by the same rule as
+/// [`cors`]: for the SSE responses that `http::direct` writes without tower's layers.
+pub fn cors_origin(allowed: &[String], origin: &str) -> Option<String> {
+    if allowed.iter().any(|o| o == "*") {
+        Some("*".into())
+    } else if allowed.iter().any(|o| o.trim_end_matches('/') == origin) {
+        Some(origin.to_string())
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +119,20 @@ mod tests {
             assert_eq!(csp.to_str().unwrap(), CSP, "host {evil:?}");
         }
         assert_eq!(page_csp(&HeaderMap::new()).to_str().unwrap(), CSP);
+    }
+
+    #[test]
+    fn direct_path_cors_follows_the_list() {
+        let list = vec!["http://app.example/".to_string()];
+        assert_eq!(
+            cors_origin(&list, "http://app.example").as_deref(),
+            Some("http://app.example")
+        );
+        assert_eq!(cors_origin(&list, "http://evil.example"), None);
+        assert_eq!(cors_origin(&[], "http://app.example"), None);
+        assert_eq!(
+            cors_origin(&["*".to_string()], "http://x").as_deref(),
+            Some("*")
+        );
     }
 }

@@ -34,6 +34,7 @@ pub(super) struct Conns {
     service: Arc<Service>,
     heartbeat: Duration,
     header_timeout: Duration,
+    allowed_origins: Vec<String>,
     http1: http1::Builder,
     tasks: TaskTracker,
     stop: CancellationToken,
@@ -57,6 +58,7 @@ impl Conns {
             service,
             heartbeat: config.heartbeat,
             header_timeout: config.header_timeout,
+            allowed_origins: config.allowed_origins.clone(),
             http1,
             tasks,
             stop,
@@ -96,7 +98,14 @@ impl Conns {
                     h = direct::read_head(&mut stream, read, deadline) => h,
                     () = self.stop.cancelled() => return,
                 };
-                direct::serve(stream, head, self.service.clone(), self.heartbeat).await;
+                direct::serve(
+                    stream,
+                    head,
+                    self.service.clone(),
+                    self.heartbeat,
+                    &self.allowed_origins,
+                )
+                .await;
             }
             Some(First::Other(read)) => {
                 let io = ClientIo::new(read, stream, 2 * self.heartbeat);

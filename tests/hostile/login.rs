@@ -17,7 +17,9 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 
 #[tokio::test]
 async fn login_flood_is_bounded_and_health_stays_responsive() {
-    let app = TestApp::spawn(&[]).await;
+    // Every login must reach the password check: the failed-login limit reserves each attempt
+    // before its hash, and 200 in flight for three users would otherwise mostly end in 429.
+    let app = TestApp::spawn(&["--login-failures", "100000"]).await;
     app.login_as("bob").await; // warm: the allocator has seen one hash
     let pid = app.pid();
     let rss_before = status_kib(pid, "VmRSS");

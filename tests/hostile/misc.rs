@@ -271,6 +271,69 @@ async fn cors_allows_exactly_the_listed_origins() {
     assert_eq!(preflight(&own, "http://app.example:3000").await.1, None);
 }
 
+/// Sends one `GET /events` head on a fresh connection (the direct path) and returns what the
+/// server wrote before `until` appeared or the connection closed.
+async fn raw_events(app: &TestApp, ticket: &str, origin: &str, until: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    let head = format!(
+        "GET /events?ticket={ticket} HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: {origin}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&got).contains(until) && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&got).to_lowercase()
+}
+
+#[tokio::test]
+async fn direct_sse_path_answers_cors_for_listed_origins_only() {
+    let app = TestApp::spawn(&["--allowed-origins", "http://app.example:3000"]).await;
+    let t = app.login_as("bob").await;
+    let rt = t["refresh_token"].as_str().unwrap().to_string();
+
+    let ok = raw_events(
+        &app,
+        &app.ticket(&rt).await,
+        "http://app.example:3000",
+        "event: ready",
+    )
+    .await;
+    assert!(ok.starts_with("http/1.1 200"), "{ok}");
+    assert!(
+        ok.contains("access-control-allow-origin: http://app.example:3000"),
+        "a listed origin cannot read the direct SSE stream: {ok}"
+    );
+    // Errors are readable too, so a cross-origin client sees `invalid_ticket`.
+    let bad = raw_events(&app, "nope", "http://app.example:3000", "invalid_ticket").await;
+    assert!(bad.starts_with("http/1.1 401"), "{bad}");
+    assert!(
+        bad.contains("access-control-allow-origin: http://app.example:3000"),
+        "{bad}"
+    );
+
+    let foreign = raw_events(
+        &app,
+        &app.ticket(&rt).await,
+        "http://evil.example",
+        "event: ready",
+    )
+    .await;
+    assert!(foreign.starts_with("http/1.1 200"), "{foreign}");
+    assert!(
+        !foreign.contains("access-control-allow-origin"),
+        "an unlisted origin was allowed: {foreign}"
+    );
+}
+
 /// Every byte of `raw` percent-encoded, as a query value.
 fn percent_encode(raw: &[u8]) -> String {
     raw.iter().map(|b| format!("%{b:02X}")).collect()
