@@ -855,7 +855,6 @@ impl World {
         let store = &self.sessions.store;
         let grant = TicketGrant {
             sid: self.sid.clone(),
-            user: "alice".into(),
             gen: g,
         };
         let ticket = format!("ticket-{}-{now}-{tab}", self.sid);

@@ -156,11 +156,7 @@ impl Service {
         }
         let gen = RefreshTokens::parse(token).map_or(0, |p| p.gen);
         let ticket = random_id(24);
-        let grant = TicketGrant {
-            sid: s.sid,
-            user: s.user,
-            gen,
-        };
+        let grant = TicketGrant { sid: s.sid, gen };
         self.sessions
             .store
             .put_ticket(&ticket, &grant, self.timing.ticket_ttl)

@@ -157,7 +157,6 @@ mod tests {
         let e = Ephemeral::default();
         let g = TicketGrant {
             sid: "s".into(),
-            user: "u".into(),
             gen: 0,
         };
         for i in 0..1000 {

@@ -138,7 +138,6 @@ mod tests {
         let e = Ephemeral::default();
         let g = TicketGrant {
             sid: "s".into(),
-            user: "u".into(),
             gen: 1,
         };
         e.put_ticket("t", &g, Duration::from_secs(30));

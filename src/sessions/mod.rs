@@ -84,7 +84,6 @@ impl Session {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TicketGrant {
     pub sid: String,
-    pub user: String,
     pub gen: u64,
 }
 

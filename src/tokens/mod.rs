@@ -38,7 +38,6 @@ pub struct Issuer {
 /// An issued pair, with the access token's expiry for scheduling.
 pub struct Issued {
     pub response: TokenResponse,
-    pub gen: u64,
     pub access_exp_ms: Millis,
 }
 
@@ -86,7 +85,6 @@ impl Issuer {
                 refresh_expires_in: (refresh_left.max(0) / 1000) as u64,
                 session_id: s.sid.clone(),
             },
-            gen,
             access_exp_ms: claims.exp * 1000,
         })
     }
