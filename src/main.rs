@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use tokenpush::config::{Cli, Command, Config, ConfigAction, KeysAction};
+use tokenpush::config::{Cli, Command, Config, ConfigAction, KeysAction, Signing};
 use tokenpush::Server;
 
 fn main() -> ExitCode {
@@ -12,7 +12,7 @@ fn main() -> ExitCode {
         Some(Command::HashPassword) => hash_password(),
         Some(Command::Keys {
             action: KeysAction::Rotate { data_dir },
-        }) => rotate_keys(&data_dir.unwrap_or(cli.config.data_dir)),
+        }) => rotate_keys(&data_dir.unwrap_or(cli.config.data_dir), cli.config.signing),
         Some(Command::DemoUsers { reset, data_dir }) => {
             demo_users(&data_dir.unwrap_or(cli.config.data_dir), reset)
         }
@@ -24,7 +24,15 @@ fn main() -> ExitCode {
 }
 
 /// `tokenpush keys rotate`.
-fn rotate_keys(data_dir: &std::path::Path) -> ExitCode {
+fn rotate_keys(data_dir: &std::path::Path, signing: Signing) -> ExitCode {
+    if signing == Signing::Hs256 {
+        // An Ed25519 key file would be written and never used: say what rotation means here.
+        eprintln!(
+            "tokenpush keys rotate: HS256 keeps one secret (--hs256-secret-file); changing it \
+             needs a restart and refuses every access token signed with the old one"
+        );
+        return ExitCode::FAILURE;
+    }
     match tokenpush::tokens::keys::rotate_ed25519(data_dir) {
         Ok(kid) => {
             println!(

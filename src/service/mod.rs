@@ -32,6 +32,10 @@ use crate::users::{Directory, Identity};
 /// How often every node re-reads its signing keys (SIGHUP reloads at once).
 pub const KEY_RELOAD_EVERY: Duration = Duration::from_secs(5);
 
+/// How long a retired signing key outlives its last possible token beyond the reload
+/// interval: clock skew between the node that rotated and the node that reads.
+pub const RETIRED_KEY_LEEWAY: Duration = Duration::from_secs(10);
+
 /// Timing settings the service needs.
 #[derive(Debug, Clone)]
 pub struct Timing {
@@ -148,8 +152,11 @@ impl Service {
         if access.jwks().is_empty() {
             return;
         }
-        // Another node may sign with a retired key until its next reload.
-        let keep = self.issuer.access_ttl_ms + KEY_RELOAD_EVERY.as_millis() as Millis + 60_000;
+        // Another node may sign with a retired key until its next reload, and node clocks
+        // differ by a few seconds (`nbf` is back-dated 5 s for the same reason).
+        let keep = self.issuer.access_ttl_ms
+            + KEY_RELOAD_EVERY.as_millis() as Millis
+            + RETIRED_KEY_LEEWAY.as_millis() as Millis;
         let loaded = keys::read_private(&data_dir.join(keys::ED25519_KEY))
             .and_then(|seed| keys::ed25519(&seed))
             .and_then(|cur| Ok((cur, keys::retired_ed25519(data_dir, now_ms(), keep)?)));
