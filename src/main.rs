@@ -49,12 +49,31 @@ fn rotate_keys(data_dir: &std::path::Path, signing: Signing) -> ExitCode {
     }
 }
 
-/// `tokenpush config check`: the same validation `serve` does, then the effective settings.
+/// `tokenpush config check`: the same validation `serve` does, including that the files it
+/// names can be read, then the effective settings.
 fn config_check(mut config: Config) -> ExitCode {
     config.apply_demo_defaults();
     if let Err(e) = config.validate() {
         eprintln!("tokenpush: {e}");
         return ExitCode::FAILURE;
+    }
+    if let Some(path) = &config.users {
+        if let Err(e) = tokenpush::users::Directory::load(path) {
+            eprintln!("tokenpush: users: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let private = [
+        ("hs256-secret-file", &config.hs256_secret_file),
+        ("service-key-file", &config.service_key_file),
+    ];
+    for (key, path) in private {
+        if let Some(path) = path {
+            if let Err(e) = tokenpush::tokens::keys::read_private(path) {
+                eprintln!("tokenpush: {key}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
     if let Some(path) = &config.config {
         println!("# {} is valid; effective settings:", path.display());
@@ -66,17 +85,18 @@ fn config_check(mut config: Config) -> ExitCode {
 }
 
 fn demo_users(data_dir: &std::path::Path, reset: bool) -> ExitCode {
-    let result = if reset {
-        tokenpush::users::Directory::reset_demo(data_dir).map(|_| ())
-    } else {
-        let path = data_dir.join(tokenpush::users::DEMO_USERS_FILE);
-        println!(
-            "demo users alice (admin) and bob: {} ({}); `tokenpush demo-users --reset` prints new passwords",
+    let result =
+        if reset {
+            tokenpush::users::Directory::reset_demo(data_dir).map(|_| ())
+        } else {
+            let path = data_dir.join(tokenpush::users::DEMO_USERS_FILE);
+            println!(
+            "demo users alice (admin) and bob: {} ({}); `demo-users --reset` prints new passwords",
             path.display(),
             if path.exists() { "exists" } else { "created at the next start" }
         );
-        Ok(())
-    };
+            Ok(())
+        };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -187,10 +187,14 @@ impl Directory {
     pub fn demo(data_dir: &Path) -> Result<Self, String> {
         let path = data_dir.join(DEMO_USERS_FILE);
         if path.exists() {
-            println!("demo mode: users alice (admin) and bob from {} (passwords were printed at first start; `tokenpush demo-users --reset --data-dir {}` prints new ones)", path.display(), data_dir.display());
+            println!("demo mode: users alice (admin) and bob from {} (passwords were printed when they were created; new ones: `cargo run --release -- demo-users --reset`, or `tokenpush demo-users --reset --data-dir {}`)", path.display(), data_dir.display());
             return Self::load(&path);
         }
-        Self::create_demo(data_dir, &path)
+        Self::create_demo(
+            data_dir,
+            &path,
+            "WARNING: demo mode (no --users file). Demo users, shown this once:",
+        )
     }
 
     /// Replaces the demo users with new random passwords and prints them. A running server
@@ -203,12 +207,12 @@ impl Directory {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(format!("{}: {e}", path.display())),
         }
-        let d = Self::create_demo(data_dir, &path)?;
+        let d = Self::create_demo(data_dir, &path, "new demo users, shown this once:")?;
         println!("A running server uses the new passwords after a restart.");
         Ok(d)
     }
 
-    fn create_demo(data_dir: &Path, path: &Path) -> Result<Self, String> {
+    fn create_demo(data_dir: &Path, path: &Path, title: &str) -> Result<Self, String> {
         let mut users = vec![];
         let mut shown = vec![];
         for (name, roles) in [("alice", vec!["admin".to_string()]), ("bob", vec![])] {
@@ -235,12 +239,12 @@ impl Directory {
             .open(path)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         f.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
-        println!("WARNING: demo mode (no --users file). Demo users, shown this once:");
+        println!("{title}");
         for (name, password) in shown {
             println!("  {name:<6} password: {password}");
         }
         println!(
-            "  (new passwords any time: tokenpush demo-users --reset --data-dir {})",
+            "  (new passwords any time: `cargo run --release -- demo-users --reset`, or `tokenpush demo-users --reset --data-dir {}`)",
             data_dir.display()
         );
         Ok(Self::from_users(users))

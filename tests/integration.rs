@@ -179,6 +179,23 @@ fn the_example_config_file_is_valid() {
         "/docs/tokenpush.example.toml"
     ))
     .unwrap();
+    // As shipped it names /etc/tokenpush/users.toml, which this machine lacks: check refuses
+    // it by name, as `serve` would refuse to start.
+    let (ok, _, err) = config_check(&text);
+    assert!(!ok, "a missing users file passed the check");
+    assert!(
+        err.contains("users") && err.contains("/etc/tokenpush/users.toml"),
+        "{err}"
+    );
+    // With a users file that exists, the rest of the example is valid.
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    std::fs::write(
+        &users,
+        "[[user]]\nname = \"alice\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY\"\nroles = []\n",
+    )
+    .unwrap();
+    let text = text.replace("/etc/tokenpush/users.toml", &users.to_string_lossy());
     let (ok, out, err) = config_check(&text);
     assert!(ok, "{err}");
     assert!(
