@@ -75,7 +75,7 @@ export class AdminConsole {
     const sse = st.channels?.sse ?? 0;
     const ws = st.channels?.ws ?? 0;
     $('m-channels').textContent = String(sse + ws);
-    $('m-channels-kind').textContent = `SSE ${sse} · WS ${ws} · ${st.live_sessions} live sessions`;
+    $('m-channels-kind').textContent = `SSE ${sse} · WS ${ws} · ${st.live_sessions} live session${st.live_sessions === 1 ? '' : 's'}`;
     $('m-pushes').textContent = String(st.deliveries_last_minute ?? 0);
     $('m-margin').textContent = seconds(st.min_delivery_margin_ms);
     $('m-reuse').textContent = String(st.reuse_detections ?? 0);
@@ -168,7 +168,7 @@ export class AdminConsole {
     });
     const body = await r.json().catch(() => ({}));
     const text = r.ok
-      ? `roles of ${user} set to [${roles.join(', ')}]: ${body.sessions_renewed} live session(s) got new tokens now (claims_changed)`
+      ? `roles of ${user} set to [${roles.join(', ')}]: ${body.sessions_renewed} live session${body.sessions_renewed === 1 ? '' : 's'} got new tokens now (claims_changed)`
       : `role change failed: ${r.status} ${body.error_description || body.error || ''}`;
     this.say(text);
     this.log('admin', text);

@@ -58,13 +58,24 @@ function log(kind, text, at = Date.now()) {
   $('log-empty').hidden = true;
 }
 
-function result(text) {
+/** Which button's explanation the result line shows; follow-ups of an older demonstration
+ *  (e.g. the lost push being re-sent after a Drop) must not overwrite a newer button's text. */
+let resultOwner = null;
+function result(text, owner = resultOwner) {
+  resultOwner = owner;
   $('break-result').textContent = text;
+}
+/** A follow-up message for `owners`' demonstration: shown only while one of them owns the line. */
+function followUp(owners, text) {
+  if (owners.includes(resultOwner)) result(text, resultOwner);
 }
 
 // ---- what the client tells us ----------------------------------------------------------
 
 let lose = null; // {gen} while a lost push is being demonstrated
+let signedIn = false;
+let signingIn = false; // this tab's own sign-in is under way (its tokens are not "joined")
+let joining = false; // a session found in storage, until we know who holds the channel
 
 function howArrived(d) {
   if (d.source === 'login' || d.reason === 'login') return 'login';
@@ -91,6 +102,8 @@ function addTokens(tokens, d = {}) {
 }
 
 client.on('tokens', (d) => {
+  // A new session (signed in from another tab): the old session's bars are history.
+  if (timeline.current() && timeline.current().sid && timeline.current().sid !== d.tokens.session_id) timeline.reset();
   const { tok, prev } = addTokens(d.tokens, d);
   const how = howArrived(d);
   if (how === 'login') {
@@ -112,7 +125,7 @@ client.on('tokens', (d) => {
   if (lose && how === 'push') {
     if (lose.ignored) {
       const same = prev && tok.gen === (lose.gen ?? prev.gen + 1);
-      result(same
+      followUp(['lose', 'push-now'], same
         ? `The next push carried the same generation ${tok.gen}: the server saw no ack for it, so it re-sent that rotation with a fresh access token instead of rotating again. Nobody was logged out.`
         : `Next push: generation ${tok.gen}.`);
       tok.sameGenAsLost = !!same;
@@ -161,7 +174,7 @@ client.on('activity', (a) => {
   if (a.kind === 'push_ignored' && lose) {
     lose.ignored = true;
     lose.gen = a.detail?.generation;
-    result('Push ignored: not applied, not acked. Press "Push now" (or wait for the renewal) to see what the server sends next.');
+    followUp(['lose', 'push-now'], 'Push ignored: not applied, not acked. Press "Push now" (or wait for the renewal) to see what the server sends next.');
   }
   if (a.kind !== 'push' && a.kind !== 'ack') log(a.kind === 'push_ignored' ? 'warn' : 'channel', text, at);
   else log('channel', text, at);
@@ -227,17 +240,20 @@ function renderClaims() {
 function render() {
   const t = client.tokens;
   const c = t ? decodeClaims(t.access_token) : null;
-  const showSession = !!t || (!!timeline.ended && timeline.tokens.length > 0);
+  // Signed out (logout, revocation, replay): only the sign-in form and why the session ended;
+  // the old session's panels go away instead of freezing below the form.
   $('login-panel').hidden = !!t;
-  $('session-view').hidden = !showSession;
+  $('session-view').hidden = !t;
   if (t) $('ended').hidden = true;
+  if (signedIn && !t) clearSessionView();
+  signedIn = !!t;
   const admin = !!(c && Array.isArray(c.roles) && c.roles.includes('admin'));
   $('admin-panel').hidden = !admin;
   if (admin) adminConsole.start();
   else adminConsole.stop();
   document.body.dataset.state = client.state;
   for (const id of ['drop', 'switch', 'push-now', 'lose', 'replay', 'call-me', 'logout']) $(id).disabled = !t;
-  if (t && !timeline.tokens.some((x) => x.sid === t.session_id)) addTokens(t);
+  if (t && !signingIn && !timeline.tokens.some((x) => x.sid === t.session_id)) joined(t);
 
   const info = client.channelInfo || { state: client.state, transport: client.transport };
   const transport = (info.transport || client.transport || 'sse').toUpperCase();
@@ -256,7 +272,35 @@ function render() {
   $('gen').textContent = c ? String(c.gen) : '–';
   $('gen-note').textContent = t ? `session ${t.session_id.slice(0, 8)}…` : '';
   noticeLeaderChange(info.leaderId);
+  if (joining && t && (client.isLeader || info.leaderId)) {
+    joining = false;
+    log('channel', client.isLeader ? 'joined: this tab holds the channel' : 'joined: following the leader tab\'s channel');
+  }
   if (!$('session-view').hidden) timeline.draw();
+}
+
+
+/** This tab found a session already signed in (a tab opened later): show what is known. */
+function joined(t) {
+  if (timeline.tokens.length) timeline.reset();
+  const { tok } = addTokens(t);
+  tok.how = 'tab';
+  tok.reason = 'already signed in';
+  log('tokens', `joined session ${t.session_id.slice(0, 8)}…: generation ${tok.gen}, ${secs(tok.expiresAt - Date.now())} left; later renewals are drawn as they arrive`);
+  const m = timeline.mark('join', `joined: access token generation ${tok.gen} from this browser's storage`);
+  m.gen = tok.gen;
+  joining = true;
+}
+
+/** Clears what belonged to the ended session (the timeline is kept until the next sign-in). */
+function clearSessionView() {
+  for (const id of ['countdown', 'next-renewal', 'gen']) $(id).textContent = '–';
+  for (const id of ['next-note', 'gen-note', 'timeline-latest', 'break-result', 'me-result']) $(id).textContent = '';
+  $('bar-fill').style.width = '0';
+  $('log').replaceChildren();
+  $('log-empty').hidden = false;
+  resultOwner = null;
+  joining = false;
 }
 
 // A follower learns that the channel moved when the leader id changes, whether or not the
@@ -310,14 +354,17 @@ $('login-form').addEventListener('submit', async (e) => {
   const user = $('username').value;
   timeline.reset();
   knownLeader = null;
+  signingIn = true;
   try {
     const tokens = await client.login(user, $('password').value);
     $('password').value = '';
     localStorage.setItem(FIRST_KEY, JSON.stringify({ sid: tokens.session_id, gen: 0, refresh_token: tokens.refresh_token }));
     if (!timeline.tokens.length) addTokens(tokens, { reason: 'login', source: 'login' });
   } catch (err) {
-    $('login-error').textContent = err.message || String(err);
+    // The client prefixes its errors with the step ("login: …"); the form says which step.
+    $('login-error').textContent = String(err.message || err).replace(/^login:\s*/, '');
   }
+  signingIn = false;
   render();
   renderClaims();
 });
@@ -328,7 +375,7 @@ $('drop').addEventListener('click', () => {
   client.debug.dropChannel();
   timeline.mark('drop', 'channel dropped on purpose (simulated network loss)');
   log('warn', 'dropped the channel on purpose');
-  result('Dropped. The client notices, gets a fresh ticket and reconnects with its last event id: watch for "reconnect" and "resume" on the timeline. The token stays valid meanwhile.');
+  result('Dropped. The client notices, gets a fresh ticket and reconnects with its last event id: watch for "reconnect" and "resume" on the timeline. The token stays valid meanwhile.', 'drop');
 });
 
 $('switch').addEventListener('click', () => {
@@ -336,17 +383,17 @@ $('switch').addEventListener('click', () => {
   client.setTransport(next);
   timeline.mark('switch', `switched the channel to ${next.toUpperCase()}`);
   log('channel', `switching the channel to ${next.toUpperCase()} (every tab follows)`);
-  result(`Switching to ${next === 'ws' ? 'WebSocket' : 'SSE'}: the leader tab closes its channel and opens the other kind; the server keeps renewing the same session.`);
+  result(`Switching to ${next === 'ws' ? 'WebSocket' : 'SSE'}: the leader tab closes its channel and opens the other kind; the server keeps renewing the same session.`, 'switch');
   render();
 });
 
 $('push-now').addEventListener('click', async () => {
   timeline.mark('request', 'asked the server for a push now');
-  if (!lose) result('Asked for a push: the server rotates (or re-sends an unconfirmed rotation) and writes the tokens to every channel of the session.');
+  if (!lose) result('Asked for a push: the server rotates (or re-sends an unconfirmed rotation) and writes the tokens to every channel of the session.', 'push-now');
   try {
     await client.debug.requestPush();
   } catch (e) {
-    result(`Push request refused: ${e.code || e.message || e}${e.status === 429 ? ' (one per 2 s)' : ''}`);
+    result(`Push request refused: ${e.code || e.message || e}${e.status === 429 ? ' (one per 2 s)' : ''}`, lose ? 'lose' : 'push-now');
   }
 });
 
@@ -355,10 +402,11 @@ $('lose').addEventListener('click', () => {
   lose = { ignored: false };
   timeline.mark('lose', 'the next push will be ignored (no apply, no ack)');
   log('warn', 'the next push will be ignored on purpose');
-  result('Armed: the next push will be dropped by the client. Press "Push now" or wait for the renewal.');
+  result('Armed: the next push will be dropped by the client. Press "Push now" or wait for the renewal.', 'lose');
 });
 
 $('replay').addEventListener('click', async () => {
+  resultOwner = 'replay';
   const t = client.tokens;
   let first = null;
   try {

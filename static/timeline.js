@@ -5,6 +5,7 @@
 const NS = 'http://www.w3.org/2000/svg';
 const MAX_TOKENS = 40;
 const MAX_MARKERS = 120;
+const MAX_LANES = 4;
 
 /** Marker kinds: CSS class, short label on the chart, and whether it sits in the upper row. */
 export const MARKERS = {
@@ -16,6 +17,7 @@ export const MARKERS = {
   channel_open: { label: 'channel open', row: 1 },
   channel_closed: { label: 'channel closed', row: 1 },
   leader: { label: 'channel moved', row: 1 },
+  join: { label: 'joined', row: 1 },
   push_ignored: { label: 'push lost', row: 0 },
   revoked: { label: 'revoked', row: 0 },
   drop: { label: 'drop', row: 1 },
@@ -104,22 +106,69 @@ export class Timeline {
     return [latest - this.timing.jitterMs, latest];
   }
 
+  /**
+   * Lanes for the token bars: each bar goes in the first lane whose last bar ended before
+   * this one starts, so bars that overlap in time never cover each other (up to MAX_LANES;
+   * past that, the lane that frees up first). Returns one lane index per token.
+   */
+  lanes() {
+    const ends = [];
+    return this.tokens.map((t) => {
+      const end = this.ended ? Math.min(t.expiresAt, this.ended.at) : t.expiresAt;
+      let lane = ends.findIndex((e) => e <= t.issuedAt);
+      if (lane < 0 && ends.length < MAX_LANES) lane = ends.length;
+      if (lane < 0) lane = ends.indexOf(Math.min(...ends));
+      ends[lane] = Math.max(ends[lane] ?? -Infinity, end);
+      return lane;
+    });
+  }
+
   /** Redraws for the current time. */
   draw(now = Date.now()) {
     const svg = this.svg;
-    const W = Math.max(320, Math.round(svg.clientWidth || this.width));
+    const W = Math.max(300, Math.round(svg.clientWidth || this.width));
     const compact = W < 560;
-    const H = compact ? 205 : 225;
-    const pad = { l: 8, r: 8, top: 40, axis: H - 22 };
-    svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
-    svg.setAttribute('height', H);
+    const charW = compact ? 6 : 6.3; // rough width of one 11 px label character
     // Past 1.2 × TTL to the left, one TTL (plus a little) to the right: a fresh token's whole
     // bar and the next renewal are always in view.
     const ttl = Math.max(2000, this.timing.accessTtlMs);
     const from = now - 1.2 * ttl;
     const to = now + 1.1 * ttl;
+    const pad = { l: 8, r: 8, top: 40 };
     const x = (t) => pad.l + ((t - from) / (to - from)) * (W - pad.l - pad.r);
     const clampX = (t) => Math.min(W - pad.r, Math.max(pad.l, x(t)));
+    const endOf = (t) => (this.ended ? Math.min(t.expiresAt, this.ended.at) : t.expiresAt);
+
+    // Which tokens are in view, in which lane; and the "to spare" brackets, each in the first
+    // of two rows where it does not run into another one (brackets with no room are left out).
+    const laneOf = this.lanes();
+    const shown = this.tokens.map((t, i) => ({ t, i, lane: laneOf[i] })).filter(({ t }) => endOf(t) >= from && t.issuedAt <= to);
+    const nLanes = Math.max(2, ...shown.map((s) => s.lane + 1));
+    const spares = [];
+    const spareRowEnd = [-Infinity, -Infinity];
+    this.tokens.forEach((t, i) => {
+      const prev = this.tokens[i - 1];
+      if (!prev || t.issuedAt >= prev.expiresAt || endOf(prev) < from || t.issuedAt > to) return;
+      const x1 = clampX(t.issuedAt);
+      const x2 = clampX(endOf(prev));
+      if (x2 - x1 < 3) return;
+      const row = spareRowEnd.findIndex((e) => e + 4 <= x1);
+      if (row < 0) return;
+      spareRowEnd[row] = x2;
+      spares.push({ t, prev, x1, x2, row });
+    });
+    const spareRows = Math.max(1, ...spares.map((s) => s.row + 1));
+
+    const laneH = compact ? 18 : 22;
+    const laneGap = 5;
+    const barTop = pad.top + 30;
+    const laneY = (l) => barTop + l * (laneH + laneGap);
+    const barsBottom = laneY(nLanes - 1) + laneH;
+    const spareY = (r) => barsBottom + 12 + r * 22;
+    pad.axis = spareY(spareRows - 1) + 22;
+    const H = pad.axis + 22;
+    svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
+    svg.setAttribute('height', H);
     const out = [];
 
     // Axis with ticks every "nice" number of seconds, labelled relative to now.
@@ -142,53 +191,70 @@ export class Timeline {
       out.push(el('text', { x: nx - 4, y: pad.top - 14, class: 'tl-next-label', 'text-anchor': 'end' }, 'next renewal'));
     }
 
-    // Token bars in two alternating lanes, so a new token visibly overlaps the old one.
-    const laneH = compact ? 22 : 26;
-    const laneY = [pad.top + 38, pad.top + 38 + laneH + 8];
-    this.tokens.forEach((t, i) => {
-      if (t.expiresAt < from) return;
-      const end = this.ended ? Math.min(t.expiresAt, this.ended.at) : t.expiresAt;
+    // Token bars, one lane each while they overlap; the label shortens to fit its bar.
+    for (const { t, i, lane } of shown) {
+      const end = endOf(t);
       const x1 = clampX(t.issuedAt);
       const x2 = clampX(end);
-      const y = laneY[i % 2];
+      // Past four overlapping tokens a later bar may start on top of this one: the label
+      // keeps to the part still in view.
+      const over = shown.find((o) => o.i > i && o.lane === lane && o.t.issuedAt < end);
+      const room = (over ? Math.min(x2, clampX(over.t.issuedAt)) : x2) - x1;
+      const y = laneY(lane);
       const live = !this.ended && t.issuedAt <= now && now < t.expiresAt;
-      const g = el('g', { class: `tl-token how-${t.how}${live ? ' live' : ''}${t.expiresAt <= now ? ' expired' : ''}`, 'data-gen': t.gen, 'data-how': t.how });
+      const g = el('g', { class: `tl-token how-${t.how}${live ? ' live' : ''}${t.expiresAt <= now ? ' expired' : ''}`, 'data-gen': t.gen, 'data-how': t.how, 'data-lane': lane });
       g.append(el('rect', { x: x1, y, width: Math.max(2, x2 - x1), height: laneH, rx: 5 }));
-      const label = `gen ${t.gen}${{ push: ' · pushed', pull: ' · pulled', login: ' · login' }[t.how] || ''}`;
-      if (x2 - x1 > label.length * 6.5 + 10) g.append(el('text', { x: x1 + 7, y: y + laneH / 2 + 4, class: 'tl-bar-label' }, label));
+      const how = { push: ' · pushed', pull: ' · pulled', login: ' · login', tab: ' · other tab' }[t.how] || '';
+      const label = [`gen ${t.gen}${how}`, `gen ${t.gen}`, `${t.gen}`].find((l) => room > l.length * 6.8 + 10);
+      if (label) g.append(el('text', { x: x1 + 6, y: y + laneH / 2 + 4, class: 'tl-bar-label' }, label));
       g.append(el('title', {}, `access token gen ${t.gen} (${t.reason}): ${new Date(t.issuedAt).toLocaleTimeString()} → ${new Date(t.expiresAt).toLocaleTimeString()}`));
       out.push(g);
-    });
+    }
 
     // Where a new token arrived before the old one ran out: a bracket with the time to spare.
-    this.tokens.forEach((t, i) => {
-      const prev = this.tokens[i - 1];
-      if (!prev || t.issuedAt >= prev.expiresAt || prev.expiresAt < from || t.issuedAt > to) return;
-      const x1 = clampX(t.issuedAt);
-      const x2 = clampX(this.ended ? Math.min(prev.expiresAt, this.ended.at) : prev.expiresAt);
-      const y = laneY[1] + laneH + 12;
+    // Labels shorten to fit and are left to the tooltip where they would run into another.
+    const spareLabelEnd = [-Infinity, -Infinity];
+    for (const { t, prev, x1, x2, row } of spares) {
+      const y = spareY(row);
       const g = el('g', { class: 'tl-spare', 'data-gen': t.gen });
       g.append(el('path', { d: `M${x1} ${y - 5}V${y}H${x2}V${y - 5}` }));
-      const spare = `${Math.round((prev.expiresAt - t.issuedAt) / 1000)} s to spare`;
-      if (x2 - x1 > spare.length * 6) g.append(el('text', { x: (x1 + x2) / 2, y: y + 12, 'text-anchor': 'middle' }, spare));
-      g.append(el('title', {}, `gen ${t.gen} arrived ${spare} before gen ${prev.gen} expired`));
+      const secsLeft = Math.round((prev.expiresAt - t.issuedAt) / 1000);
+      const cx = (x1 + x2) / 2;
+      const label = [`${secsLeft} s to spare`, `${secsLeft} s spare`, `${secsLeft} s`].find((l) => {
+        const w = l.length * charW;
+        return w <= Math.max(x2 - x1, 28) && cx - w / 2 > spareLabelEnd[row] + 6 && cx + w / 2 < W;
+      });
+      if (label) {
+        g.append(el('text', { x: cx, y: y + 12, 'text-anchor': 'middle' }, label));
+        spareLabelEnd[row] = cx + (label.length * charW) / 2;
+      }
+      g.append(el('title', {}, `gen ${t.gen} arrived ${secsLeft} s before gen ${prev.gen} expired`));
       out.push(g);
-    });
+    }
 
-    // Markers: a tick down to the bars and a small labelled dot in one of two rows; labels
-    // that would collide with the previous one in their row are left to the tooltip.
-    const lastLabelX = [-Infinity, -Infinity];
+    // Markers: a tick down to the bars and a small labelled dot in one of two rows. A label
+    // goes right of its dot, or left of it near the right edge; one that would run into the
+    // previous label of its row (or the edge) is left to the tooltip and the line below.
+    const labelSpans = [[], []];
+    const free = (row, a, b) => labelSpans[row].every(([c, d]) => b + 4 < c || a > d + 4);
     for (const m of this.markers) {
       if (m.at < from || m.at > to) continue;
       const def = MARKERS[m.kind] || { label: m.kind, row: 1 };
       const mx = x(m.at);
       const my = pad.top + def.row * 14 - 6;
       const g = el('g', { class: `tl-marker k-${m.kind}`, 'data-kind': m.kind });
-      g.append(el('line', { x1: mx, x2: mx, y1: my, y2: laneY[1] + laneH, class: 'tl-marker-line' }));
+      g.append(el('line', { x1: mx, x2: mx, y1: my, y2: barsBottom, class: 'tl-marker-line' }));
       g.append(el('circle', { cx: mx, cy: my, r: 4.5 }));
-      if (mx - lastLabelX[def.row] > def.label.length * 6 + 8 && mx < W - 40) {
-        g.append(el('text', { x: mx + 7, y: my + 4, class: 'tl-marker-label' }, def.label));
-        lastLabelX[def.row] = mx;
+      const w = def.label.length * charW;
+      let at = null;
+      if (mx + 7 + w <= W - pad.r && free(def.row, mx - 5, mx + 7 + w)) at = { x: mx + 7, anchor: 'start', a: mx - 5, b: mx + 7 + w };
+      else if (mx - 7 - w >= pad.l && free(def.row, mx - 7 - w, mx + 5)) at = { x: mx - 7, anchor: 'end', a: mx - 7 - w, b: mx + 5 };
+      if (at) {
+        g.append(el('text', { x: at.x, y: my + 4, class: 'tl-marker-label', 'text-anchor': at.anchor }, def.label));
+        labelSpans[def.row].push([at.a, at.b]);
+      } else {
+        // The dot itself still needs room: reserve it so a later label does not cover it.
+        labelSpans[def.row].push([mx - 5, mx + 5]);
       }
       g.append(el('title', {}, `${new Date(m.at).toLocaleTimeString()} ${m.text}`));
       out.push(g);

@@ -212,6 +212,7 @@ describe('demo page', { concurrency: true }, () => {
           return !e.hidden && e.dataset.reason === 'reuse_detected' && !window.tp.tokens;
         }));
         assert.ok((await markersSince(p, 'revoked', replayed)) > 0, 'the revocation is on the timeline');
+        assert.equal(await evalOn(p, () => document.getElementById('session-view').hidden), true, 'the ended session\'s panels are gone');
       }
       assert.match(await text(page, '#break-result'), /400 invalid_grant/);
       await shot(page, 'demo-replay-revoked.png');
@@ -249,6 +250,7 @@ describe('demo page', { concurrency: true }, () => {
       }
       const revokedIn = Date.now() - clicked;
       assert.ok(revokedIn <= 1100, `bob's tabs showed the revocation after ${revokedIn} ms`);
+      for (const p of [bob, bob2]) assert.equal(await evalOn(p, () => document.getElementById('session-view').hidden), true, 'no frozen session view under the sign-in form');
 
       await signIn(bob, fast, 'bob');
       const newSid = await evalOn(bob, () => window.tp.tokens.session_id);
@@ -263,6 +265,29 @@ describe('demo page', { concurrency: true }, () => {
       assert.deepEqual(problems, []);
       await adminCtx.close();
       await bobCtx.close();
+    });
+
+    await t.test('phone width: a wrong password reads plainly; the admin console does not overflow sideways', async () => {
+      const problems = [];
+      const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
+      const wrong = await context.newPage(); // its 401 is expected, so it is not watched
+      await wrong.goto(fast.url + '/');
+      await wrong.fill('#username', 'alice');
+      await wrong.fill('#password', 'not-the-password');
+      await wrong.click('#login-form button[type=submit]');
+      await until('the sign-in error', 5000, async () => (await text(wrong, '#login-error')) !== '');
+      assert.equal(await text(wrong, '#login-error'), 'username or password is wrong');
+      await wrong.close();
+
+      const page = await newPage(context, problems);
+      await signIn(page, fast, 'alice');
+      await until('the admin table filled', 5000, async () => (await page.locator('#sessions tbody tr[data-sid]').count()) > 0);
+      await until('the session count', 5000, async () => /live session/.test(await text(page, '#m-channels-kind')));
+      assert.doesNotMatch(await text(page, '#m-channels-kind'), /(^|\D)1 live sessions/);
+      const [scroll, inner] = await evalOn(page, () => [document.documentElement.scrollWidth, window.innerWidth]);
+      assert.ok(scroll <= inner, `the page is ${scroll} px wide in a ${inner} px viewport`);
+      assert.deepEqual(problems, []);
+      await context.close();
     });
 
     await t.test('keyboard: every control is reachable with Tab', async () => {
