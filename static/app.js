@@ -122,12 +122,14 @@ client.on('tokens', (d) => {
     log('admin', `roles changed by an admin: new claims arrived at once (roles: ${roles})`);
     flash = { key: 'roles', until: Date.now() + 4000 };
   }
-  if (lose && how === 'push') {
+  // The tokens after a lost push: pushed again, or pulled when the old token ran low first.
+  if (lose && (how === 'push' || how === 'pull') && tok !== prev) {
     if (lose.ignored) {
       const same = prev && tok.gen === (lose.gen ?? prev.gen + 1);
+      const what = how === 'push' ? 'The next push' : 'The next tokens (pulled by refresh: the old token ran low before the next push)';
       followUp(['lose', 'push-now'], same
-        ? `The next push carried the same generation ${tok.gen}: the server saw no ack for it, so it re-sent that rotation with a fresh access token instead of rotating again. Nobody was logged out.`
-        : `Next push: generation ${tok.gen}.`);
+        ? `${what} carried the same generation ${tok.gen}: the server saw no ack for it, so it re-sent that rotation with a fresh access token instead of rotating again. Nobody was logged out.`
+        : `${how === 'push' ? 'Next push' : 'Next tokens (pulled)'}: generation ${tok.gen}.`);
       tok.sameGenAsLost = !!same;
       lose = null;
     }

@@ -235,10 +235,15 @@ export class Timeline {
     // Markers: a tick down to the bars and a small labelled dot in one of two rows. A label
     // goes right of its dot, or left of it near the right edge; one that would run into the
     // previous label of its row (or the edge) is left to the tooltip and the line below.
+    // Every dot's room is taken first, so no label is drawn over another marker's dot.
+    const visible = this.markers.filter((m) => m.at >= from && m.at <= to);
     const labelSpans = [[], []];
-    const free = (row, a, b) => labelSpans[row].every(([c, d]) => b + 4 < c || a > d + 4);
-    for (const m of this.markers) {
-      if (m.at < from || m.at > to) continue;
+    for (const m of visible) {
+      const row = (MARKERS[m.kind] || { row: 1 }).row;
+      labelSpans[row].push([x(m.at) - 5, x(m.at) + 5, m]);
+    }
+    const free = (row, a, b, self) => labelSpans[row].every(([c, d, o]) => o === self || b + 3 < c || a > d + 3);
+    for (const m of visible) {
       const def = MARKERS[m.kind] || { label: m.kind, row: 1 };
       const mx = x(m.at);
       const my = pad.top + def.row * 14 - 6;
@@ -247,14 +252,11 @@ export class Timeline {
       g.append(el('circle', { cx: mx, cy: my, r: 4.5 }));
       const w = def.label.length * charW;
       let at = null;
-      if (mx + 7 + w <= W - pad.r && free(def.row, mx - 5, mx + 7 + w)) at = { x: mx + 7, anchor: 'start', a: mx - 5, b: mx + 7 + w };
-      else if (mx - 7 - w >= pad.l && free(def.row, mx - 7 - w, mx + 5)) at = { x: mx - 7, anchor: 'end', a: mx - 7 - w, b: mx + 5 };
+      if (mx + 7 + w <= W - pad.r && free(def.row, mx + 6, mx + 7 + w, m)) at = { x: mx + 7, anchor: 'start', a: mx + 6, b: mx + 7 + w };
+      else if (mx - 7 - w >= pad.l && free(def.row, mx - 7 - w, mx - 6, m)) at = { x: mx - 7, anchor: 'end', a: mx - 7 - w, b: mx - 6 };
       if (at) {
         g.append(el('text', { x: at.x, y: my + 4, class: 'tl-marker-label', 'text-anchor': at.anchor }, def.label));
-        labelSpans[def.row].push([at.a, at.b]);
-      } else {
-        // The dot itself still needs room: reserve it so a later label does not cover it.
-        labelSpans[def.row].push([mx - 5, mx + 5]);
+        labelSpans[def.row].push([at.a, at.b, null]);
       }
       g.append(el('title', {}, `${new Date(m.at).toLocaleTimeString()} ${m.text}`));
       out.push(g);
