@@ -288,12 +288,9 @@ impl RoleStore for SqliteStore {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn cas_survives_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let store = SqliteStore::open(&path).unwrap();
-        let mut s = Session::new(
+    /// Session `s` of user `u`, created at 1 ms with an access token expiring at 2 ms.
+    fn session() -> Session {
+        Session::new(
             "s".into(),
             "u".into(),
             "d".into(),
@@ -301,7 +298,15 @@ mod tests {
             "n".into(),
             1,
             2,
-        );
+        )
+    }
+
+    #[tokio::test]
+    async fn cas_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = SqliteStore::open(&path).unwrap();
+        let mut s = session();
         store.insert(&s).await.unwrap();
         s.version = 1;
         s.current_gen = 1;
@@ -325,15 +330,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let store = SqliteStore::open(&path).unwrap();
-        let mut s = Session::new(
-            "s".into(),
-            "u".into(),
-            "d".into(),
-            "ip".into(),
-            "n".into(),
-            1,
-            2,
-        );
+        let mut s = session();
         store.insert(&s).await.unwrap();
         let mut older = s.clone();
         older.current_gen = 1;
