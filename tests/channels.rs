@@ -641,13 +641,7 @@ async fn a_client_back_after_expiry_is_a_resume_not_a_breach() {
     sse.expect("ready", 5 * S).await;
     let first = sse.expect("tokens", 5 * S).await;
     let at = s(&first.data, "access_token");
-    let r = app
-        .client
-        .post(app.url("/auth/ack"))
-        .bearer_auth(&at)
-        .send()
-        .await
-        .unwrap();
+    let r = app.post_bearer("/auth/ack", &at).await;
     assert_eq!(r.status(), 204);
     // The next push is an ordinary renewal, measured against the token just delivered.
     sse.expect("tokens", 5 * S).await;

@@ -171,24 +171,12 @@ async fn admin_console_routes_list_revoke_and_count() {
     sse.expect("ready", Duration::from_secs(5)).await;
 
     // A requested push (the SSE client's "push now"), rate-limited like the WS `renew` frame.
-    let r = app
-        .client
-        .post(app.url("/auth/renew"))
-        .bearer_auth(&bob_at)
-        .send()
-        .await
-        .unwrap();
+    let r = app.post_bearer("/auth/renew", &bob_at).await;
     assert_eq!(r.status(), 202);
     let pushed = sse.expect("tokens", Duration::from_secs(3)).await;
     app.remember(&pushed.data);
     assert_eq!(pushed.data["reason"], "requested");
-    let r = app
-        .client
-        .post(app.url("/auth/renew"))
-        .bearer_auth(&bob_at)
-        .send()
-        .await
-        .unwrap();
+    let r = app.post_bearer("/auth/renew", &bob_at).await;
     assert_eq!(r.status(), 429);
     assert_eq!(status_json(r).await.1["error"], "rate_limited");
 

@@ -251,6 +251,16 @@ impl TestApp {
         status_json(r).await
     }
 
+    /// POST with no body and `access` as Bearer (ack, renew): the response as it came.
+    pub async fn post_bearer(&self, path: &str, access: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(access)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn login_as(&self, user: &str) -> Value {
         let (st, body) = self
             .post_json(
