@@ -41,10 +41,19 @@ pub async fn set_roles(
             "roles must be at most 32 names of 1 to 64 characters".into(),
         ));
     }
-    let n = st.service.set_roles(&name, roles.clone()).await?;
-    Ok(Json(
-        json!({"user": name, "roles": roles, "sessions_renewed": n}),
-    ))
+    let done = st.service.set_roles(&name, roles.clone()).await?;
+    let failed: Vec<Value> = done
+        .failed
+        .iter()
+        .map(|(sid, why)| json!({"session_id": sid, "error_description": why}))
+        .collect();
+    Ok(Json(json!({
+        "user": name,
+        "roles": roles,
+        "sessions_renewed": done.renewed,
+        "sessions_on_next_refresh": done.on_next_refresh,
+        "sessions_failed": failed,
+    })))
 }
 
 /// `DELETE /admin/users/{name}/sessions`: revokes every live session of the user.

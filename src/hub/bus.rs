@@ -63,6 +63,11 @@ impl Bus {
         (Bus { tx: Some(out_tx) }, in_rx)
     }
 
+    /// Whether other nodes may hear this bus (a channel of a session may be on one of them).
+    pub fn is_shared(&self) -> bool {
+        self.tx.is_some()
+    }
+
     /// Queues `event` for the other nodes without waiting; one task publishes in order.
     pub fn publish(&self, event: BusEvent) {
         if let Some(tx) = &self.tx {

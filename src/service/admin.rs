@@ -18,8 +18,15 @@ impl Service {
         Ok(newly)
     }
 
-    /// Sets a user's roles and pushes `claims_changed` tokens to all their live sessions.
-    pub async fn set_roles(self: &Arc<Self>, user: &str, roles: Vec<String>) -> ApiResult<usize> {
+    /// Sets a user's roles and pushes `claims_changed` tokens to every live session that has
+    /// a channel. Every session is attempted, whatever happens to the others; the report says
+    /// which ones failed. A session with no channel anywhere is not rotated blind: nobody would
+    /// receive the push, and its next refresh is signed with the new roles anyway.
+    pub async fn set_roles(
+        self: &Arc<Self>,
+        user: &str,
+        roles: Vec<String>,
+    ) -> ApiResult<RoleChange> {
         if !self.users.exists(user) {
             return Err(ApiError::NotFound);
         }
@@ -31,22 +38,34 @@ impl Service {
         });
         let sessions = self.live_sessions(Some(user)).await?;
         let now = self.now();
+        let mut report = RoleChange::default();
         // Concurrently, so a user with thousands of sessions gets them all at once.
         // Spawned, so signing spreads over every core; at most 256 in flight.
         let mut tasks = tokio::task::JoinSet::new();
+        let mut sids = std::collections::HashMap::new();
         for s in &sessions {
+            // In a cluster the channel may be on another node: only the bus can reach it.
+            if !self.hub.has_channels(&s.sid) && !self.bus.is_shared() {
+                report.on_next_refresh += 1;
+                continue;
+            }
             if tasks.len() >= 256 {
-                if let Some(r) = tasks.join_next().await {
-                    r.map_err(|e| ApiError::Internal(e.to_string()))??;
+                if let Some(r) = tasks.join_next_with_id().await {
+                    report.record(r, &mut sids);
                 }
             }
             let (me, sid) = (self.clone(), s.sid.clone());
-            tasks.spawn(async move { me.renew(&sid, Reason::ClaimsChanged, now).await });
+            let handle =
+                tasks.spawn(async move { me.renew(&sid, Reason::ClaimsChanged, now).await });
+            sids.insert(handle.id(), s.sid.clone());
         }
-        while let Some(r) = tasks.join_next().await {
-            r.map_err(|e| ApiError::Internal(e.to_string()))??;
+        while let Some(r) = tasks.join_next_with_id().await {
+            report.record(r, &mut sids);
         }
-        Ok(sessions.len())
+        if !report.failed.is_empty() {
+            tracing::warn!(%user, failed = report.failed.len(), "role change: some sessions kept their old tokens");
+        }
+        Ok(report)
     }
 
     /// Revokes every live session of a user.
@@ -58,5 +77,36 @@ impl Service {
             }
         }
         Ok(n)
+    }
+}
+
+/// What a role change did to the user's live sessions.
+#[derive(Debug, Default)]
+pub struct RoleChange {
+    /// Sessions pushed new tokens now (`claims_changed`).
+    pub renewed: usize,
+    /// Sessions without a channel: their next refresh carries the new roles.
+    pub on_next_refresh: usize,
+    /// Sessions whose push failed, with why (they keep their old tokens until their next
+    /// refresh or renewal, which is signed with the new roles).
+    pub failed: Vec<(String, String)>,
+}
+
+impl RoleChange {
+    fn record(
+        &mut self,
+        r: Result<(tokio::task::Id, ApiResult<()>), tokio::task::JoinError>,
+        sids: &mut std::collections::HashMap<tokio::task::Id, String>,
+    ) {
+        let (id, outcome) = match r {
+            Ok((id, Ok(()))) => (id, Ok(())),
+            Ok((id, Err(e))) => (id, Err(e.to_string())),
+            Err(e) => (e.id(), Err("internal error".to_string())),
+        };
+        let sid = sids.remove(&id).unwrap_or_default();
+        match outcome {
+            Ok(()) => self.renewed += 1,
+            Err(why) => self.failed.push((sid, why)),
+        }
     }
 }

@@ -11,6 +11,8 @@ mod push;
 pub mod stats;
 mod view;
 
+pub use admin::RoleChange;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

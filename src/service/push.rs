@@ -52,6 +52,12 @@ impl Service {
                 LimitHit::Total => "the server holds as many channels as it can",
             })
         })?;
+        // A revocation that landed between the load above and the registration reached no
+        // channel of ours: `revoked` records it here before telling the hub, so looking after
+        // registering sees it, or its delivery comes after and reaches this channel.
+        if self.is_revoked(&s.sid) {
+            return Err(ApiError::InvalidTicket);
+        }
         if first {
             self.scheduler.schedule(&s.sid, self.next_due(&s));
         }
@@ -271,6 +277,14 @@ mod tests {
         clock: Arc<ManualClock>,
         lead_ms: Millis,
     ) -> (Arc<Service>, tempfile::TempDir) {
+        service_on(clock, lead_ms, Arc::new(MemoryStore::default())).await
+    }
+
+    async fn service_on(
+        clock: Arc<ManualClock>,
+        lead_ms: Millis,
+        store: Arc<dyn crate::sessions::Store>,
+    ) -> (Arc<Service>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let tasks = TaskTracker::new();
         let (due, _) = tokio::sync::mpsc::unbounded_channel();
@@ -280,7 +294,7 @@ mod tests {
             max_ms: 1 << 40,
         };
         let svc = Service::new(Parts {
-            sessions: Sessions::new(Arc::new(MemoryStore::default()), policy).with_clock(clock),
+            sessions: Sessions::new(store, policy).with_clock(clock),
             issuer: Issuer {
                 access: AccessTokens::new(keys::ed25519(&[7; 32]).unwrap(), "http://t", "t"),
                 refresh: RefreshTokens::new(vec![1; 32]),
@@ -315,9 +329,13 @@ mod tests {
     }
 
     async fn session(svc: &Service) -> Session {
+        session_named(svc, "s").await
+    }
+
+    async fn session_named(svc: &Service, sid: &str) -> Session {
         let now = svc.now();
         let s = Session::new(
-            "s".into(),
+            sid.into(),
             "bob".into(),
             "d".into(),
             "ip".into(),
@@ -385,5 +403,155 @@ mod tests {
         assert!(svc.is_revoked(&s.sid), "idle session revoked as expired");
         let last = std::iter::from_fn(|| reg.outbox.pop()).last();
         assert!(matches!(last, Some(Event::Revoked(r)) if &*r == "expired"));
+    }
+
+    /// A memory store whose next `load` stops, once armed, until the test lets it go (a
+    /// deterministic interleaving), and whose sessions named in `broken` are out of reach.
+    #[derive(Default)]
+    struct Gated {
+        inner: MemoryStore,
+        armed: std::sync::atomic::AtomicBool,
+        paused: tokio::sync::Notify,
+        resume: tokio::sync::Notify,
+        broken: std::sync::Mutex<Vec<String>>,
+    }
+
+    mod gated {
+        use super::Gated;
+        use crate::clock::Millis;
+        use crate::sessions::*;
+        use std::sync::atomic::Ordering;
+        use std::time::Duration;
+
+        #[async_trait::async_trait]
+        impl SessionStore for Gated {
+            async fn insert(&self, s: &Session) -> StoreResult<()> {
+                self.inner.insert(s).await
+            }
+            async fn load(&self, sid: &str) -> StoreResult<Option<Session>> {
+                if self.broken.lock().unwrap().iter().any(|b| b == sid) {
+                    return Err(StoreError::Unavailable("test".into()));
+                }
+                let s = self.inner.load(sid).await;
+                if self.armed.swap(false, Ordering::SeqCst) {
+                    self.paused.notify_one();
+                    self.resume.notified().await;
+                }
+                s
+            }
+            async fn cas(&self, s: &Session, expected: u64) -> StoreResult<bool> {
+                self.inner.cas(s, expected).await
+            }
+            async fn unrevoked(&self, user: Option<&str>) -> StoreResult<Vec<Session>> {
+                self.inner.unrevoked(user).await
+            }
+            async fn revoked_since(&self, since: Millis) -> StoreResult<Vec<String>> {
+                self.inner.revoked_since(since).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl TicketStore for Gated {
+            async fn put_ticket(&self, t: &str, g: &TicketGrant, ttl: Duration) -> StoreResult<()> {
+                self.inner.put_ticket(t, g, ttl).await
+            }
+            async fn take_ticket(&self, t: &str) -> StoreResult<Option<TicketGrant>> {
+                self.inner.take_ticket(t).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl Counters for Gated {
+            async fn hit(&self, key: &str, window: Duration) -> StoreResult<(u32, u64)> {
+                self.inner.hit(key, window).await
+            }
+            async fn give_back(&self, key: &str) -> StoreResult<()> {
+                self.inner.give_back(key).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl RoleStore for Gated {
+            async fn roles(&self, user: &str) -> StoreResult<Option<Vec<String>>> {
+                self.inner.roles(user).await
+            }
+            async fn set_roles(&self, user: &str, roles: &[String]) -> StoreResult<()> {
+                self.inner.set_roles(user, roles).await
+            }
+        }
+    }
+
+    /// A revocation that lands after the open path loaded the session but before it registered
+    /// the channel must still reach that channel (or refuse it): never a live channel of a
+    /// revoked session.
+    #[tokio::test]
+    async fn a_revocation_racing_a_channel_open_is_never_missed() {
+        let clock = Arc::new(ManualClock::new(crate::clock::now_ms()));
+        let store = Arc::new(Gated::default());
+        let (svc, _dir) = service_on(clock, 2_000, store.clone()).await;
+        let s = session(&svc).await;
+        let grant = TicketGrant {
+            sid: s.sid.clone(),
+            gen: 0,
+        };
+        svc.sessions
+            .store
+            .put_ticket("t", &grant, Duration::from_secs(30))
+            .await
+            .unwrap();
+        store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let opening = tokio::spawn({
+            let svc = svc.clone();
+            async move { svc.open_channel("t", None, Kind::Sse).await.map(|o| o.reg) }
+        });
+        // The open path has loaded the live session; revoke it before it registers.
+        store.paused.notified().await;
+        assert!(svc.revoke(&s.sid, "logout").await.unwrap());
+        store.resume.notify_one();
+        match opening.await.unwrap() {
+            Err(ApiError::InvalidTicket) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+            Ok(reg) => {
+                let heard =
+                    std::iter::from_fn(|| reg.outbox.pop()).any(|e| matches!(e, Event::Revoked(_)));
+                assert!(heard, "a channel opened across a revocation never hears it");
+            }
+        }
+        assert!(!svc.hub.has_channels(&s.sid));
+    }
+
+    /// A role change attempts every session even when one fails, says which failed, and does
+    /// not rotate a session that has no channel (its next refresh carries the new roles).
+    #[tokio::test]
+    async fn a_role_change_reaches_every_session_and_reports_failures() {
+        let clock = Arc::new(ManualClock::new(crate::clock::now_ms()));
+        let store = Arc::new(Gated::default());
+        let (svc, _dir) = service_on(clock, 2_000, store.clone()).await;
+        let mut regs = Vec::new();
+        for sid in ["a", "b", "c", "d"] {
+            let s = session_named(&svc, sid).await;
+            regs.push(svc.hub.register(&s.sid, &s.user, Kind::Ws).unwrap().0);
+        }
+        let quiet = session_named(&svc, "quiet").await;
+        store.broken.lock().unwrap().push("b".into());
+        let done = svc.set_roles("bob", vec!["staff".into()]).await.unwrap();
+        assert_eq!(done.renewed, 3);
+        assert_eq!(done.on_next_refresh, 1);
+        assert_eq!(
+            done.failed
+                .iter()
+                .map(|(sid, _)| sid.as_str())
+                .collect::<Vec<_>>(),
+            ["b"]
+        );
+        for (sid, reg) in ["a", "b", "c", "d"].iter().zip(&regs) {
+            let want = usize::from(*sid != "b");
+            assert_eq!(pushes(reg), want, "session {sid}");
+        }
+        let quiet = svc.sessions.store.load(&quiet.sid).await.unwrap().unwrap();
+        assert_eq!(quiet.current_gen, 0, "no blind rotation without a channel");
+        let (resp, _) = svc.issue(&quiet, 0, svc.now() + TTL).unwrap();
+        let claims = svc.issuer.access.verify(&resp.access_token).unwrap();
+        assert_eq!(claims.roles, ["staff"]);
     }
 }

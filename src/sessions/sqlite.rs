@@ -1,7 +1,9 @@
 //! SQLite store (the default): one file in the data dir, WAL mode. One process owns the file,
 //! so an in-memory copy of the sessions is authoritative for reads and compare-and-set, and a
 //! writer thread commits queued writes in batches (group commit). Every caller still waits for
-//! its write to be committed before it answers: nothing is acknowledged that a crash could lose.
+//! its write to be committed before it answers, commits are fsynced (`synchronous = FULL`), and
+//! a read of a session whose newest state is not committed yet waits for that commit: nothing
+//! is told to a client that a process crash or a power loss could take back.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -10,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dashmap::DashMap;
 use rusqlite::{params, Connection, OptionalExtension};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::local::{local_tickets_and_counters, Ephemeral};
 use super::{RoleStore, Session, SessionStore, StoreError, StoreResult};
@@ -20,6 +22,8 @@ use crate::clock::Millis;
 const BATCH: usize = 1024;
 
 struct Write {
+    /// Queue order: the writer commits in this order and publishes the last one committed.
+    seq: u64,
     sid: String,
     user: String,
     version: i64,
@@ -32,8 +36,13 @@ struct Write {
 /// failure counters in memory.
 pub struct SqliteStore {
     /// Every unrevoked session, plus revoked ones looked up since start.
-    cache: DashMap<String, Session>,
-    writes: mpsc::UnboundedSender<Write>,
+    cache: Arc<DashMap<String, Session>>,
+    /// The last write queued (its `seq`) per session; reads wait until it is committed.
+    unsettled: DashMap<String, u64>,
+    /// Takes `seq` numbers and queues in the same order (held only to send, never awaited).
+    writes: Mutex<(u64, mpsc::UnboundedSender<Write>)>,
+    /// The highest `seq` the writer has finished (committed, or failed and dropped from cache).
+    committed: watch::Receiver<u64>,
     // A std Mutex: held only inside blocking closures, never across an await.
     conn: Arc<Mutex<Connection>>,
     ephemeral: Ephemeral,
@@ -41,7 +50,7 @@ pub struct SqliteStore {
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
-PRAGMA synchronous = NORMAL;
+PRAGMA synchronous = FULL;
 CREATE TABLE IF NOT EXISTS sessions (
     sid TEXT PRIMARY KEY,
     user TEXT NOT NULL,
@@ -66,7 +75,13 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 /// The writer thread: takes what is queued, commits it in one transaction, answers everyone.
-fn write_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Write>) {
+/// A failed batch leaves the cache first, so waiting readers then read what the file holds.
+fn write_loop(
+    mut conn: Connection,
+    mut rx: mpsc::UnboundedReceiver<Write>,
+    cache: Arc<DashMap<String, Session>>,
+    committed: watch::Sender<u64>,
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -90,6 +105,13 @@ fn write_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Write>) {
             tx.commit()
         })()
         .map_err(|e| e.to_string());
+        if result.is_err() {
+            for w in &batch {
+                cache.remove(&w.sid);
+            }
+        }
+        // Batches are queued in `seq` order, so everything up to this batch's last is done.
+        committed.send_replace(batch.last().map_or(0, |w| w.seq));
         for w in batch {
             let _ = w.done.send(result.clone());
         }
@@ -102,7 +124,7 @@ impl SqliteStore {
         let conn = open_conn(path)?;
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-        let cache = DashMap::new();
+        let cache = Arc::new(DashMap::new());
         {
             let mut st = conn.prepare("SELECT data FROM sessions WHERE revoked_at IS NULL")?;
             for data in st.query_map([], |r| r.get::<_, String>(0))? {
@@ -111,14 +133,18 @@ impl SqliteStore {
             }
         }
         let (writes, rx) = mpsc::unbounded_channel();
+        let (done, committed) = watch::channel(0);
         let writer = open_conn(path)?;
+        let shared = cache.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_loop(writer, rx))
+            .spawn(move || write_loop(writer, rx, shared, done))
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         Ok(SqliteStore {
             cache,
-            writes,
+            unsettled: DashMap::new(),
+            writes: Mutex::new((0, writes)),
+            committed,
             conn: Arc::new(Mutex::new(conn)),
             ephemeral: Ephemeral::default(),
         })
@@ -139,29 +165,65 @@ impl SqliteStore {
         .map_err(internal)?
     }
 
-    /// Queues `s` for the writer and waits until it is committed. On failure the cached copy
-    /// is dropped, so the next load reads what the file really holds.
-    async fn persist(&self, s: &Session) -> StoreResult<()> {
+    /// Queues `s` for the writer and marks the session unsettled until it is committed. Call
+    /// it before (or while) the cached copy shows `s`, so no read answers from it unseen.
+    fn queue(&self, s: &Session) -> Result<oneshot::Receiver<Result<(), String>>, String> {
         let (done, wait) = oneshot::channel();
-        let w = Write {
+        let mut w = Write {
+            seq: 0,
             sid: s.sid.clone(),
             user: s.user.clone(),
             version: s.version as i64,
             revoked_at: s.revoked.as_ref().map(|_| s.revoked_at),
-            data: serde_json::to_string(s).map_err(internal)?,
+            data: serde_json::to_string(s).map_err(|e| e.to_string())?,
             done,
         };
-        let outcome = match self.writes.send(w) {
-            Ok(()) => wait
+        let mut writes = self
+            .writes
+            .lock()
+            .map_err(|_| "sqlite queue mutex poisoned".to_string())?;
+        writes.0 += 1;
+        w.seq = writes.0;
+        self.unsettled.insert(s.sid.clone(), w.seq);
+        writes
+            .1
+            .send(w)
+            .map_err(|_| "sqlite writer stopped".to_string())?;
+        Ok(wait)
+    }
+
+    /// Waits for a queued write. On failure the cached copy is dropped, so the next load
+    /// reads what the file really holds.
+    async fn wait_committed(
+        &self,
+        sid: &str,
+        queued: Result<oneshot::Receiver<Result<(), String>>, String>,
+    ) -> StoreResult<()> {
+        let outcome = match queued {
+            Ok(wait) => wait
                 .await
                 .map_err(|_| "sqlite writer stopped".to_string())
                 .and_then(|r| r),
-            Err(_) => Err("sqlite writer stopped".to_string()),
+            Err(e) => Err(e),
         };
         outcome.map_err(|e| {
-            self.cache.remove(&s.sid);
+            self.cache.remove(sid);
             StoreError::Internal(e)
         })
+    }
+
+    /// Queues `s` for the writer and waits until it is committed.
+    #[cfg(test)]
+    async fn persist(&self, s: &Session) -> StoreResult<()> {
+        let queued = self.queue(s);
+        self.wait_committed(&s.sid, queued).await
+    }
+
+    /// The write a read of `sid` must wait for: the session's last queued one, if the writer
+    /// has not finished it.
+    fn pending_write(&self, sid: &str) -> Option<u64> {
+        let seq = *self.unsettled.get(sid)?;
+        (seq > *self.committed.borrow()).then_some(seq)
     }
 }
 
@@ -174,13 +236,27 @@ local_tickets_and_counters!(SqliteStore);
 #[async_trait]
 impl SessionStore for SqliteStore {
     async fn insert(&self, s: &Session) -> StoreResult<()> {
+        let queued = self.queue(s);
         self.cache.insert(s.sid.clone(), s.clone());
-        self.persist(s).await
+        self.wait_committed(&s.sid, queued).await
     }
 
     async fn load(&self, sid: &str) -> StoreResult<Option<Session>> {
-        if let Some(s) = self.cache.get(sid) {
-            return Ok(Some(s.clone()));
+        // Never answer from a state that is not on disk yet (a duplicate refresh while the
+        // rotation it duplicates is being committed): wait for its commit, then look again.
+        loop {
+            let seq = match self.cache.get(sid) {
+                Some(s) => match self.pending_write(sid) {
+                    None => return Ok(Some(s.clone())),
+                    Some(seq) => seq,
+                },
+                None => break,
+            };
+            let mut committed = self.committed.clone();
+            committed
+                .wait_for(|&c| c >= seq)
+                .await
+                .map_err(|_| StoreError::Internal("sqlite writer stopped".into()))?;
         }
         // Revoked (or unknown) sessions are not preloaded: look once, then remember.
         let key = sid.to_string();
@@ -200,7 +276,7 @@ impl SessionStore for SqliteStore {
         if self.cache.get(&s.sid).is_none() && self.load(&s.sid).await?.is_none() {
             return Ok(false);
         }
-        {
+        let queued = {
             // The entry lock makes check-and-replace atomic among concurrent callers.
             let Some(mut cur) = self.cache.get_mut(&s.sid) else {
                 return Ok(false);
@@ -209,10 +285,10 @@ impl SessionStore for SqliteStore {
                 return Ok(false);
             }
             *cur = s.clone();
-        }
-        // Another CAS may queue its (newer) write before this one: the upsert only ever moves
-        // a row forward in version, so the file ends at the newest version whatever the order.
-        self.persist(s).await?;
+            // Queued while the entry is locked: a read that sees this state waits for it.
+            self.queue(s)
+        };
+        self.wait_committed(&s.sid, queued).await?;
         Ok(true)
     }
 
@@ -244,6 +320,8 @@ impl SessionStore for SqliteStore {
         let before = self.cache.len();
         // The file still has them: a later replay of an ended session loads it again.
         self.cache.retain(|_, s| s.is_live(now, policy));
+        let committed = *self.committed.borrow();
+        self.unsettled.retain(|_, seq| *seq > committed);
         let cutoff = now - policy.max_ms;
         self.with(move |c| {
             c.prepare_cached("DELETE FROM sessions WHERE revoked_at < ?1")?
@@ -439,5 +517,53 @@ mod tests {
             Some("logout"),
             "a replay still finds the revoked session"
         );
+    }
+
+    /// Issue 22: commits that hand out a generation are fsynced, not only written to the WAL.
+    #[tokio::test]
+    async fn commits_are_fsynced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let level = store
+            .with(|c| c.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0)))
+            .await
+            .unwrap();
+        assert_eq!(level, 2, "synchronous = FULL");
+    }
+
+    /// Issue 22: while a rotation is being committed, a read of the session (a duplicate
+    /// refresh) waits for the commit instead of answering from state a crash could lose.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_wait_for_the_commit_of_what_they_see() {
+        use futures::FutureExt;
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = Arc::new(SqliteStore::open(&path).unwrap());
+        let mut s = session();
+        store.insert(&s).await.unwrap();
+        // Another connection holds the write lock: the writer cannot commit until it lets go.
+        let blocker = Connection::open(&path).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        s.version = 1;
+        s.current_gen = 1;
+        let rotating = tokio::spawn({
+            let (store, s) = (store.clone(), s.clone());
+            async move { store.cas(&s, 0).await }
+        });
+        while store.cache.get("s").unwrap().version != 1 {
+            tokio::task::yield_now().await;
+        }
+        let mut read = Box::pin(store.load("s"));
+        for _ in 0..20 {
+            assert!(
+                (&mut read).now_or_never().is_none(),
+                "answered from a state not committed yet"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        blocker.execute_batch("COMMIT").unwrap();
+        assert!(rotating.await.unwrap().unwrap());
+        assert_eq!(read.await.unwrap().unwrap().current_gen, 1);
     }
 }
