@@ -147,6 +147,24 @@ pub fn hash_password(password: &str) -> String {
         .to_string()
 }
 
+/// A hash to check unknown names against, with the parameters of the costliest hash in the
+/// users file: an unknown name then takes as long as a wrong password of the slowest user.
+fn dummy_hash(users: &[User]) -> String {
+    let costliest = users
+        .iter()
+        .filter_map(|u| Params::try_from(&PasswordHash::new(&u.password_hash).ok()?).ok())
+        .max_by_key(|p| u64::from(p.m_cost()) * u64::from(p.t_cost()) * u64::from(p.p_cost()));
+    let Some(params) = costliest else {
+        return hash_password("not a real password");
+    };
+    let mut salt = [0u8; 16];
+    rand::fill(&mut salt);
+    let salt = SaltString::encode_b64(&salt).expect("16 bytes is a valid salt");
+    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(b"not a real password", &salt)
+        .map_or_else(|_| hash_password("not a real password"), |h| h.to_string())
+}
+
 fn verify_hash(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|h| {
         Argon2::default()
@@ -255,10 +273,11 @@ impl Directory {
             .iter()
             .filter_map(|u| memory_kib(&u.password_hash))
             .fold(Params::DEFAULT_M_COST, u32::max);
+        let dummy_hash = dummy_hash(&list);
         Directory {
             users: list.into_iter().map(|u| (u.name.clone(), u)).collect(),
             overrides: DashMap::new(),
-            dummy_hash: hash_password("not a real password"),
+            dummy_hash,
             gate: HashGate::new(hash_kib),
         }
     }

@@ -459,6 +459,49 @@ async fn login_hook_accepts_refuses_and_fails_closed() {
     assert_eq!(login(&app, "mallory", "guess").await.0, 429);
 }
 
+/// Issue 22: a name the users file does not know must not cost the hash *plus* the hook round
+/// trip (that sets the file's names apart by latency): the hook is asked while the dummy hash
+/// waits or runs. With the hash slots busy with a queue of wrong-password logins, the hook
+/// hears the unknown name before that queue has drained.
+#[tokio::test]
+async fn login_hook_is_asked_while_the_dummy_hash_runs() {
+    let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let handler = move |axum::Json(q): axum::Json<Value>| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(q["username"].as_str().unwrap_or_default().to_string());
+            axum::http::StatusCode::UNAUTHORIZED
+        }
+    };
+    let hook = axum::Router::new().route("/check", axum::routing::post(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/check", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, hook).await });
+    let app = std::sync::Arc::new(
+        TestApp::spawn(&["--login-hook", &url, "--login-failures", "1000"]).await,
+    );
+    // As many hash slots as the server has (cores, at most 5 for these hashes), each with a
+    // queue of 20: well inside the queue the gate admits, so nobody is turned away.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let queued: Vec<_> = (0..cores.min(5) * 20)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { login(&app, "bob", "wrong").await.0 })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let unknown = tokio::spawn({
+        let app = app.clone();
+        async move { login(&app, "mallory", "guess").await.0 }
+    });
+    let drained = futures::future::join_all(queued);
+    tokio::select! {
+        who = heard.recv() => assert_eq!(who.as_deref(), Some("mallory")),
+        codes = drained => panic!("the hook was asked only after the hash queue drained: {codes:?}"),
+    }
+    assert_eq!(unknown.await.unwrap(), 401);
+}
+
 #[tokio::test]
 async fn login_hook_down_is_503() {
     let port = {
