@@ -215,6 +215,54 @@ async fn bad_tickets_and_foreign_origins_are_refused() {
     assert_eq!(a.is_ok() as u8 + b.is_ok() as u8, 1);
 }
 
+/// Issue 22: every refusal of `/ws` is the JSON error shape, not axum's plain text: a plain GET
+/// (no upgrade) is `400 invalid_request` and does not spend its ticket, and a query that does not
+/// parse is `401 invalid_ticket` (as on `/events`).
+#[tokio::test]
+async fn ws_refusals_are_json_and_a_plain_get_keeps_its_ticket() {
+    let app = TestApp::spawn(&[]).await;
+    let t = app.login_as("bob").await;
+    let ticket = app.ticket(&s(&t, "refresh_token")).await;
+    let r = app
+        .client
+        .get(app.url(&format!("/ws?ticket={ticket}")))
+        .send()
+        .await
+        .unwrap();
+    let (st, body) = common::status_json(r).await;
+    assert_eq!(
+        (st, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    assert!(body["error_description"].is_string(), "{body}");
+    let upgrade = |query: String| {
+        app.client
+            .get(app.url(&format!("/ws?{query}")))
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .send()
+    };
+    let (st, body) = common::status_json(upgrade("ticket=a&ticket=b".into()).await.unwrap()).await;
+    assert_eq!(
+        (st, body["error"].as_str()),
+        (401, Some("invalid_ticket")),
+        "{body}"
+    );
+    for (path, want) in [("/events?ticket=a&ticket=b", 401), ("/ws?ticket=x", 400)] {
+        let r = app.client.get(app.url(path)).send().await.unwrap();
+        let (st, body) = common::status_json(r).await;
+        assert_eq!(st, want, "{path}");
+        assert!(body["error"].is_string(), "{path}: {body}");
+    }
+    let mut ws = Ws::open(app.port, &ticket, None)
+        .await
+        .expect("the ticket survived the plain GET");
+    ws.expect("ready", 5 * S).await;
+}
+
 #[tokio::test]
 async fn a_client_that_missed_a_push_resumes_twenty_seconds_later() {
     let app = TestApp::spawn(&[]).await;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
@@ -38,9 +39,18 @@ pub const HEADERS: [(&str, &str); 3] = [
 /// Opens an SSE channel with a single-use ticket (the path for connections hyper already holds).
 pub async fn events(
     State(st): State<AppState>,
-    Query(q): Query<EventsQuery>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    // As on the direct path: a query that does not parse carries no ticket (401, in the JSON
+    // error shape, not axum's plain-text rejection).
+    let q = query.map_or(
+        EventsQuery {
+            ticket: String::new(),
+            last_event_id: None,
+        },
+        |Query(q)| q,
+    );
     let header_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let opened = st
         .service

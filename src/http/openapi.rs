@@ -202,7 +202,6 @@ fn login() {}
         (status = 400, description = "invalid_grant, invalid_request or unsupported_grant_type", body = ErrorBody),
         (status = 413, description = "Body over 16 KiB", body = ErrorBody),
         (status = 415, description = "Not JSON or form", body = ErrorBody),
-        (status = 429, description = "Rate limited", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ))]
 fn refresh() {}
@@ -214,7 +213,7 @@ fn refresh() {}
         (status = 400, description = "invalid_grant or invalid_request", body = ErrorBody),
         (status = 413, description = "Body over 16 KiB", body = ErrorBody),
         (status = 415, description = "Not JSON or form", body = ErrorBody),
-        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 429, description = "rate_limited: more than --tickets-per-session in 10 s", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ))]
 fn ticket() {}
@@ -268,7 +267,7 @@ fn revoke() {}
     ),
     responses(
         (status = 200, description = "SSE stream: ready, tokens, revoked, reconnect", content_type = "text/event-stream", body = String),
-        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 400, description = "invalid_grant: a resume is due and the session's user can no longer be signed for", body = ErrorBody),
         (status = 401, description = "invalid_ticket", body = ErrorBody),
         (status = 429, description = "too_many_channels", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
@@ -342,7 +341,7 @@ fn revoke_user() {}
     params(("name" = String, Path, description = "Username")),
     request_body(content = RolesRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "Roles set; live sessions get new tokens now", body = Object),
+        (status = 200, description = "Roles set; live sessions with a channel get new tokens now; {user, roles, sessions_renewed, sessions_on_next_refresh, sessions_failed: [{session_id, error_description}]}", body = Object),
         (status = 400, description = "Bad roles", body = ErrorBody),
         (status = 401, description = "No or bad access token", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
@@ -40,10 +42,20 @@ pub struct WsQuery {
 /// Checks the Origin, takes the ticket, then upgrades.
 pub async fn ws(
     State(st): State<AppState>,
-    Query(q): Query<WsQuery>,
+    query: Result<Query<WsQuery>, QueryRejection>,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
+    // Axum's own rejections are plain text: answer in the error shape of every other route,
+    // before the ticket is taken, so a plain GET never spends one.
+    let upgrade = upgrade.map_err(|r| {
+        ApiError::InvalidRequest(format!(
+            "GET /ws needs a WebSocket upgrade: {}",
+            r.body_text()
+        ))
+    })?;
+    // A query that does not parse carries no ticket: 401, as on `/events`.
+    let q = query.map_or(String::new(), |Query(q)| q.ticket);
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
         let host = headers
@@ -54,7 +66,7 @@ pub async fn ws(
             return Err(ApiError::OriginNotAllowed);
         }
     }
-    let opened = st.service.open_channel(&q.ticket, None, Kind::Ws).await?;
+    let opened = st.service.open_channel(&q, None, Kind::Ws).await?;
     let (svc, hb) = (st.service.clone(), st.config.heartbeat);
     Ok(upgrade
         .read_buffer_size(READ_BUFFER)
