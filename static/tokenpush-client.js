@@ -157,11 +157,24 @@ async function errorFrom(r, what) {
     catch {
         /* not JSON */
     }
+    return errorOf({ r, body }, what);
+}
+/** The error a refused reply stands for: the server's `error` code, else `http_<status>`. */
+function errorOf({ r, body }, what) {
     const code = isObj(body) && typeof body.error === 'string' ? body.error : `http_${r.status}`;
     const desc = isObj(body) && typeof body.error_description === 'string' ? body.error_description : `HTTP ${r.status}`;
     return new TokenpushError(code, `${what}: ${desc}`, r.status, retryAfterMs(r));
 }
-const netError = (what, e) => new TokenpushError('network', `${what}: ${e instanceof Error ? e.message : String(e)}`);
+const netError = (what, e) => e instanceof TokenpushError ? e : new TokenpushError('network', `${what}: ${e instanceof Error ? e.message : String(e)}`);
+/** Errors an outage produces on every background attempt (reported once, retried with backoff). */
+const isOutage = (e) => e.code === 'network' || e.code === 'timeout';
+/** Claims that say who the user is, without the ones every new token changes. */
+function identity(c) {
+    if (!c)
+        return '';
+    const { iat: _i, nbf: _n, exp: _e, jti: _j, gen: _g, ...rest } = c;
+    return JSON.stringify(Object.keys(rest).sort().map((k) => [k, rest[k]]));
+}
 function randomId() {
     const c = globalThis.crypto;
     if (c && typeof c.randomUUID === 'function')
@@ -174,8 +187,12 @@ function isInvalidToken(r) {
 }
 const LEADER_TICK_MS = 1000;
 const LEADER_STALE_MS = 3500;
+/** How long a `storage: 'session'` tab waits for the tab it may be a duplicate of to answer. */
+const DUP_CHECK_MS = 300;
 class Client {
     constructor(opts) {
+        /** Storage refused a write: this tab runs alone with its tokens in memory (see `writeStore`). */
+        this.degraded = false;
         this.id = randomId();
         this.rec = null;
         this.listeners = new Map();
@@ -190,10 +207,18 @@ class Client {
         this.lockAbort = null;
         this.releaseLock = null;
         this.electionTimer = null;
+        /** This tab gave the channel up (`stopped`) and left the election until the page comes back. */
+        this.gaveUp = false;
+        /** `storage: 'session'`: this tab's id in sessionStorage, which a duplicated tab inherits. */
+        this.tabId = null;
+        /** Settles once this tab knows it is not a duplicate; nothing presents a refresh token before. */
+        this.dupCheck = null;
+        this.onTabTaken = null;
         // channel (leader only)
         this.run = 0;
         this.conn = null;
         this.chState = 'logged_out';
+        this.connectingSince = 0;
         this.wake = null;
         this.lastSeen = 0;
         this.heartbeatMs = 15000;
@@ -203,6 +228,10 @@ class Client {
         // refresh
         this.refreshing = null;
         this.expiryTimer = null;
+        this.expiredTimer = null;
+        /** The access tokens `expiring` / `expired` were last reported for (once per token). */
+        this.noticedExpiring = null;
+        this.noticedExpired = null;
         this.expiryRetries = 0;
         this.lastNetworkReport = 0;
         const g = globalThis;
@@ -232,16 +261,72 @@ class Client {
         this.skewMs = opts.skewMs ?? 5000;
         this.maxBackoffMs = opts.maxBackoffMs ?? 10000;
         this.maxFailures = opts.maxConnectFailures ?? 5;
+        this.timeoutMs = opts.timeoutMs ?? 10000;
         const wanted = opts.transport ?? 'sse';
         const saved = this.store.getItem(this.k('transport'));
         this.kind = saved === 'sse' || saved === 'ws' ? saved : wanted === 'auto' ? autoTransport() : wanted;
         this.rec = parseRec(this.store.getItem(this.k('tokens')));
+        if (s === 'session' && this.browser && !(this.store instanceof MemoryStorage))
+            this.checkDuplicate();
         this.attach();
         if (this.rec) {
-            this.scheduleExpiry();
-            this.compete();
+            const start = () => {
+                if (!this.rec || this.disposed)
+                    return;
+                this.scheduleExpiry();
+                this.compete();
+            };
+            if (this.dupCheck)
+                void this.dupCheck.then(start);
+            else
+                start();
         }
         this.retryPendingLogout();
+    }
+    /**
+     * `storage: 'session'`: a duplicated tab starts with a copy of the original's sessionStorage,
+     * tokens included, and two tabs rotating one session on their own push each other past the
+     * grace window (theft). So each tab keeps its own id in sessionStorage; a tab that starts with
+     * an id there asks over BroadcastChannel whether a live tab has it. If one answers, this tab
+     * is the duplicate and drops its copy (the original keeps the session, which is not logged
+     * out); after a reload nobody answers. Nothing presents the refresh token before this is known.
+     */
+    checkDuplicate() {
+        const key = this.k('tab');
+        let prior = null;
+        try {
+            prior = this.store.getItem(key);
+            this.tabId = randomId();
+            this.store.setItem(key, this.tabId);
+        }
+        catch {
+            return;
+        }
+        const BC = globalThis.BroadcastChannel;
+        if (!prior || !this.rec || !BC)
+            return;
+        const asked = prior;
+        this.dupCheck = new Promise((resolve) => {
+            const done = (duplicate) => {
+                clearTimeout(timer);
+                this.onTabTaken = null;
+                this.dupCheck = null;
+                if (duplicate && this.rec && !this.disposed) {
+                    try {
+                        this.store.removeItem(this.k('tokens'));
+                    }
+                    catch {
+                        /* the copy goes away with the tab anyway */
+                    }
+                    this.loggedOut('duplicated_tab');
+                }
+                resolve();
+            };
+            const timer = setTimeout(() => done(false), DUP_CHECK_MS);
+            this.onTabTaken = (id) => id === asked && done(true);
+        });
+        // After attach() has opened the BroadcastChannel.
+        queueMicrotask(() => this.post({ t: 'tab?', id: asked }));
     }
     // ---- public API ----
     get baseUrl() {
@@ -256,7 +341,7 @@ class Client {
     get state() {
         if (!this.rec)
             return 'logged_out';
-        return this.leader ? this.chState : 'follower';
+        return this.leader ? this.chState : this.gaveUp ? 'stopped' : 'follower';
     }
     get transport() {
         return this.kind;
@@ -290,28 +375,50 @@ class Client {
     }
     onAuthStateChange(cb) {
         this.authListeners.add(cb);
+        // Asynchronously, as supabase-js does: the caller gets its unsubscribe function first.
+        queueMicrotask(() => {
+            if (this.disposed || !this.authListeners.has(cb))
+                return;
+            this.sync();
+            try {
+                cb('INITIAL_SESSION', this.rec ? this.rec.tokens : null);
+            }
+            catch (e) {
+                setTimeout(() => {
+                    throw e;
+                });
+            }
+        });
         return () => this.authListeners.delete(cb);
+    }
+    async getSession() {
+        await this.getAccessToken();
+        const rec = this.rec;
+        if (!rec)
+            return null;
+        return {
+            ...rec.tokens,
+            expires_at: Math.floor(rec.expiresAt / 1000),
+            user: decodeClaims(rec.tokens.access_token),
+            generation: rec.gen,
+        };
     }
     async login(username, password, deviceId) {
         const body = { username, password };
         if (deviceId !== undefined)
             body.device_id = deviceId;
-        let r;
+        let reply;
         try {
-            r = await this.fetchImpl(this.url('/auth/login'), {
-                method: 'POST',
-                headers: { 'Content-Type': 'application/json' },
-                body: JSON.stringify(body),
-            });
+            reply = await this.postJson('login', '/auth/login', { body });
         }
         catch (e) {
             throw this.report(netError('login', e));
         }
-        if (!r.ok)
-            throw this.report(await errorFrom(r, 'login'));
-        const t = await r.json();
+        if (!reply.r.ok)
+            throw this.report(errorOf(reply, 'login'));
+        const t = reply.body;
         if (!validTokens(t))
-            throw this.report(new TokenpushError('invalid_response', 'login: malformed token response', r.status));
+            throw this.report(new TokenpushError('invalid_response', 'login: malformed token response', reply.r.status));
         const old = this.readStore();
         const rec = makeRec(t, 'login', 'login', Date.now());
         this.writeStore(rec);
@@ -347,9 +454,10 @@ class Client {
             return this.rec && this.rec.expiresAt > Date.now() ? this.rec.tokens.access_token : null;
         }
     }
-    refresh() {
+    refresh(opts = {}) {
         if (!this.refreshing) {
-            this.refreshing = this.doRefresh(true).finally(() => (this.refreshing = null));
+            const how = opts.rejected === undefined ? { force: true } : { force: false, rejected: opts.rejected };
+            this.refreshing = this.doRefresh(how).finally(() => (this.refreshing = null));
         }
         return this.refreshing;
     }
@@ -392,7 +500,12 @@ class Client {
     setTransport(kind) {
         if (kind !== 'sse' && kind !== 'ws')
             throw new TypeError('transport must be "sse" or "ws"');
-        this.store.setItem(this.k('transport'), kind);
+        try {
+            this.store.setItem(this.k('transport'), kind);
+        }
+        catch {
+            /* storage full: the broadcast still tells the other tabs */
+        }
         this.post({ t: 'transport', kind });
         this.applyTransport(kind);
     }
@@ -406,9 +519,7 @@ class Client {
             u();
         this.bc?.close();
         this.bc = null;
-        if (this.expiryTimer)
-            clearTimeout(this.expiryTimer);
-        this.expiryTimer = null;
+        this.clearExpiryTimers();
         this.listeners.clear();
         this.authListeners.clear();
     }
@@ -437,37 +548,80 @@ class Client {
             return null;
         }
     }
+    /** Stores `rec`; false when storage refused it (quota, disabled): the tab then degrades. */
     writeStore(rec) {
         try {
             this.store.setItem(this.k('tokens'), JSON.stringify(rec));
+            return true;
         }
-        catch {
-            /* quota or disabled storage: this tab still has the tokens in memory */
+        catch (e) {
+            this.degrade(e);
+            return false;
         }
     }
     /**
-     * Offers tokens this tab obtained (push or pull). They are stored only when they belong to
-     * the stored session and are newer than what is stored; returns whether they were taken.
+     * Storage refused a write. Other tabs cannot see this tab's tokens any more, so it stops
+     * sharing: it keeps its tokens in memory, leaves the election (another tab may lead) and runs
+     * its own channel. It keeps reading storage (another tab's newer tokens are still welcome)
+     * but never confirms what it could not store: acks, refreshes, tickets and `Last-Event-ID`
+     * present the generation storage holds (see `presentable`), which the server answers with the
+     * unconfirmed successor again (rotation rule, I2). Confirming it would leave the other tabs
+     * one generation behind and turn their next refresh into a replay after the grace window.
+     */
+    degrade(e) {
+        if (this.degraded)
+            return;
+        const wasLeader = this.leader;
+        // Out of the shared election, but a channel this tab already runs stays open.
+        if (this.electionTimer)
+            clearInterval(this.electionTimer);
+        this.electionTimer = null;
+        if (wasLeader && this.shared && this.browser && !lockManager())
+            this.dropLeaderRecord();
+        this.lockAbort?.abort();
+        this.lockAbort = null;
+        const release = this.releaseLock;
+        this.releaseLock = null;
+        release?.();
+        this.degraded = true;
+        this.shared = false;
+        if (!wasLeader) {
+            this.competing = false;
+            queueMicrotask(() => this.compete());
+        }
+        this.report(new TokenpushError('storage_unavailable', `storage refused a write (${e instanceof Error ? e.name : String(e)}): this tab continues alone`));
+    }
+    /** Whether this tab may confirm `rec` to the server (ack it, present it). */
+    confirmable(rec) {
+        if (!this.degraded)
+            return true;
+        const stored = this.readStore();
+        return !stored || stored.sid !== rec.sid || !newer(rec, stored);
+    }
+    /** The record whose refresh token this tab presents: its own, or (degraded) what storage holds. */
+    presentable() {
+        const rec = this.rec;
+        if (!rec || this.confirmable(rec))
+            return rec;
+        return this.readStore();
+    }
+    /**
+     * Offers tokens this tab obtained (push or pull). They are taken only when they belong to the
+     * stored session and are newer than what is stored; returns whether they were taken and may
+     * be confirmed (acked) to the server.
      */
     offer(t, reason, source) {
         const rec = makeRec(t, reason, source, Date.now());
         const cur = this.readStore();
-        if (this.shared || cur) {
-            if (!cur || cur.sid !== rec.sid || !newer(rec, cur)) {
-                this.sync();
-                return false;
-            }
-        }
-        else if (this.rec && (this.rec.sid !== rec.sid || !newer(rec, this.rec))) {
+        const base = this.degraded ? this.rec : this.shared || cur ? cur : this.rec;
+        if (!base || base.sid !== rec.sid || !newer(rec, base)) {
+            this.sync();
             return false;
         }
-        else if (!this.rec) {
-            return false;
-        }
-        this.writeStore(rec);
+        const stored = this.writeStore(rec);
         this.post({ t: 'tokens' });
         this.adopt(rec, reason, source);
-        return true;
+        return stored || this.confirmable(rec);
     }
     /**
      * Ends session `sid` in storage for every tab, leaving a note of why: the other tabs learn it
@@ -509,6 +663,8 @@ class Client {
                 this.loggedOut(this.endReason(mine.sid));
             return;
         }
+        if (this.degraded && mine && cur.sid !== mine.sid)
+            return; // an old record this tab could not overwrite
         if (!mine || cur.sid !== mine.sid || newer(cur, mine)) {
             const source = cur.source === 'login' ? 'login' : 'other-tab';
             this.adopt(cur, cur.reason ?? 'storage', source);
@@ -523,7 +679,8 @@ class Client {
         const sessionChanged = !prev || prev.sid !== rec.sid;
         this.scheduleExpiry();
         this.emit('tokens', { tokens: rec.tokens, reason, generation: rec.gen, expiresAt: rec.expiresAt, source });
-        this.emitAuth(sessionChanged ? 'SIGNED_IN' : 'TOKEN_REFRESHED', rec.tokens);
+        const claimsChanged = !sessionChanged && identity(decodeClaims(prev.tokens.access_token)) !== identity(decodeClaims(rec.tokens.access_token));
+        this.emitAuth(sessionChanged ? 'SIGNED_IN' : claimsChanged ? 'USER_UPDATED' : 'TOKEN_REFRESHED', rec.tokens);
         if (sessionChanged) {
             // A new session needs its own channel: the old one would keep pushing the old session.
             if (this.leader)
@@ -536,11 +693,10 @@ class Client {
     loggedOut(reason) {
         const had = this.rec;
         this.rec = null;
-        if (this.expiryTimer)
-            clearTimeout(this.expiryTimer);
-        this.expiryTimer = null;
+        this.clearExpiryTimers();
         this.stopChannel();
         this.leaveElection();
+        this.gaveUp = false;
         this.chState = 'logged_out';
         if (!had)
             return;
@@ -559,48 +715,54 @@ class Client {
         if (this.rec && !this.expiresSoon(this.rec))
             return Promise.resolve(this.rec.tokens);
         if (!this.refreshing)
-            this.refreshing = this.doRefresh(false).finally(() => (this.refreshing = null));
+            this.refreshing = this.doRefresh({ force: false }).finally(() => (this.refreshing = null));
         return this.refreshing;
     }
     refreshAfterReject(rejected) {
         this.sync();
         if (this.rec && this.rec.tokens.access_token !== rejected)
             return Promise.resolve(this.rec.tokens);
-        return this.refresh();
+        return this.refresh({ rejected });
     }
-    async doRefresh(force) {
+    /**
+     * One pull refresh. `force`: even if the token is fresh; `rejected`: only if storage still
+     * holds that (refused) access token once this tab has the refresh lock.
+     */
+    async doRefresh(how) {
+        if (this.dupCheck)
+            await this.dupCheck;
         // Tabs take turns (a Web Lock where there is one) so one tab refreshes and the others then
         // find the new tokens in storage. The wait is bounded: a frozen tab holding the lock must
         // not stall everyone (the server's rotation rule makes overlapping refreshes safe anyway).
         return this.withLock(`${this.key}:refresh`, 3000, async () => {
             this.sync();
-            const rec = this.rec;
-            if (!rec)
+            const mine = this.rec;
+            if (!mine)
                 throw this.report(new TokenpushError('not_logged_in', 'refresh: not logged in'));
-            if (!force && !this.expiresSoon(rec))
-                return rec.tokens;
+            // Another tab may have refreshed while this one waited for the lock.
+            if (how.rejected !== undefined ? mine.tokens.access_token !== how.rejected : !how.force && !this.expiresSoon(mine)) {
+                return mine.tokens;
+            }
+            const rec = this.presentable() ?? mine;
             this.activity('pull', { generation: rec.gen });
-            let r;
+            let reply;
             try {
-                r = await this.fetchImpl(this.url('/auth/refresh'), {
-                    method: 'POST',
-                    headers: { 'Content-Type': 'application/json' },
-                    body: JSON.stringify({ refresh_token: rec.tokens.refresh_token }),
-                });
+                reply = await this.postJson('refresh', '/auth/refresh', { body: { refresh_token: rec.tokens.refresh_token } });
             }
             catch (e) {
-                throw this.report(netError('refresh', e));
+                throw this.renewFailed(netError('refresh', e));
             }
+            const r = reply.r;
             if (r.ok) {
-                const t = await r.json().catch(() => null);
+                const t = reply.body;
                 if (!validTokens(t))
-                    throw this.report(new TokenpushError('invalid_response', 'refresh: malformed token response', r.status));
+                    throw this.renewFailed(new TokenpushError('invalid_response', 'refresh: malformed token response', r.status));
                 this.offer(t, 'refresh', 'pull');
                 this.sync();
                 // Storage may hold something even newer (a push that landed meanwhile): that wins.
                 return this.rec ? this.rec.tokens : t;
             }
-            const err = await errorFrom(r, 'refresh');
+            const err = errorOf(reply, 'refresh');
             if (err.code === 'invalid_grant') {
                 // Another tab may have logged in again or rotated meanwhile: only our own stale view is dead.
                 this.sync();
@@ -610,8 +772,56 @@ class Client {
                 this.endStored(rec.sid, 'invalid_grant');
                 this.loggedOut('invalid_grant');
             }
-            throw this.report(err);
+            throw this.renewFailed(err);
         });
+    }
+    renewFailed(e) {
+        this.emit('renew_error', e);
+        return this.report(e);
+    }
+    /**
+     * POSTs JSON (or nothing) to the server and reads the reply, all within `timeoutMs`: a hung
+     * request must not hang `getAccessToken()` and every `fetch()` waiting on it. Raced rather
+     * than only aborted, so a `fetch` that ignores its signal cannot hang it either.
+     */
+    async postJson(what, path, opts = {}) {
+        const abort = new AbortController();
+        let timer;
+        const timedOut = new Promise((_, reject) => {
+            timer = setTimeout(() => {
+                abort.abort();
+                reject(new TokenpushError('timeout', `${what}: no response within ${this.timeoutMs} ms`));
+            }, this.timeoutMs);
+        });
+        timedOut.catch(() => { });
+        const headers = {};
+        if (opts.body !== undefined)
+            headers['Content-Type'] = 'application/json';
+        if (opts.bearer !== undefined)
+            headers.Authorization = 'Bearer ' + opts.bearer;
+        try {
+            const init = { method: 'POST', headers, signal: abort.signal };
+            if (opts.body !== undefined)
+                init.body = JSON.stringify(opts.body);
+            if (opts.keepalive)
+                init.keepalive = true;
+            const r = await Promise.race([this.fetchImpl(this.url(path), init), timedOut]);
+            const text = await Promise.race([r.text(), timedOut]);
+            let body = null;
+            try {
+                body = text ? JSON.parse(text) : null;
+            }
+            catch {
+                /* not JSON */
+            }
+            return { r, body };
+        }
+        catch (e) {
+            throw netError(what, e);
+        }
+        finally {
+            clearTimeout(timer);
+        }
     }
     async withLock(name, maxWaitMs, fn) {
         const locks = this.shared ? lockManager() : null;
@@ -636,10 +846,16 @@ class Client {
             clearTimeout(timer);
         }
     }
-    scheduleExpiry() {
+    clearExpiryTimers() {
         if (this.expiryTimer)
             clearTimeout(this.expiryTimer);
+        if (this.expiredTimer)
+            clearTimeout(this.expiredTimer);
         this.expiryTimer = null;
+        this.expiredTimer = null;
+    }
+    scheduleExpiry() {
+        this.clearExpiryTimers();
         const rec = this.rec;
         if (!rec || this.disposed || this.suspended)
             return;
@@ -647,10 +863,24 @@ class Client {
         // Followers spread their fallback refreshes a little; the leader's push normally comes first.
         const spread = this.leader ? 0 : Math.random() * margin * 0.3;
         const due = Math.max(0, rec.expiresAt - margin - Date.now() + spread);
+        const access = rec.tokens.access_token;
+        this.expiredTimer = setTimeout(() => {
+            this.expiredTimer = null;
+            if (this.rec?.tokens.access_token !== access || this.noticedExpired === access)
+                return;
+            this.noticedExpired = access;
+            this.emit('expired', { expiresAt: rec.expiresAt, generation: rec.gen });
+        }, Math.min(Math.max(0, rec.expiresAt - Date.now()), 2 ** 31 - 1));
         this.expiryTimer = setTimeout(() => {
             this.expiryTimer = null;
             if (!this.rec)
                 return;
+            this.sync();
+            const cur = this.rec;
+            if (cur && this.expiresSoon(cur) && this.noticedExpiring !== cur.tokens.access_token) {
+                this.noticedExpiring = cur.tokens.access_token;
+                this.emit('expiring', { expiresAt: cur.expiresAt, generation: cur.gen });
+            }
             this.ensureFresh().then(() => (this.expiryRetries = 0), () => {
                 // Keep the tokens and retry with backoff (2 s doubling to 30 s) unless logged out;
                 // coming back online or visible retries at once.
@@ -664,12 +894,7 @@ class Client {
     async sendLogout(t) {
         const body = JSON.stringify({ refresh_token: t.refresh_token });
         try {
-            const r = await this.fetchImpl(this.url('/auth/logout'), {
-                method: 'POST',
-                headers: { 'Content-Type': 'application/json' },
-                body,
-                keepalive: true,
-            });
+            const { r } = await this.postJson('logout', '/auth/logout', { body: { refresh_token: t.refresh_token }, keepalive: true });
             if (r.status >= 500)
                 throw new Error(`HTTP ${r.status}`);
             this.store.removeItem(this.k('pending-logout'));
@@ -712,14 +937,11 @@ class Client {
         const token = await this.getAccessToken();
         if (!token)
             return;
-        const r = await this.fetchImpl(this.url('/auth/renew'), {
-            method: 'POST',
-            headers: { Authorization: 'Bearer ' + token },
-        }).catch((e) => {
+        const reply = await this.postJson('renew', '/auth/renew', { bearer: token }).catch((e) => {
             throw this.report(netError('renew', e));
         });
-        if (!r.ok)
-            throw this.report(await errorFrom(r, 'renew'));
+        if (!reply.r.ok)
+            throw this.report(errorOf(reply, 'renew'));
     }
     // ---- events ----
     emit(type, detail) {
@@ -748,7 +970,7 @@ class Client {
     }
     report(e) {
         // An outage fails every background attempt: tell the app once, not every few seconds.
-        if (e.code === 'network') {
+        if (isOutage(e)) {
             const now = Date.now();
             if (now - this.lastNetworkReport < 10000)
                 return e;
@@ -794,8 +1016,11 @@ class Client {
     }
     // ---- cross-tab ----
     attach() {
-        if (!this.shared)
+        if (!this.shared) {
+            if (this.tabId)
+                this.openBc(); // only to answer duplicate checks
             return;
+        }
         if (this.store.subscribe) {
             this.unsubs.push(this.store.subscribe((key) => {
                 if (key === null || key === this.k('tokens'))
@@ -857,6 +1082,10 @@ class Client {
         }
     }
     post(m) {
+        // A tab that does not share its tokens (session storage, degraded) shares nothing else either,
+        // except what keeps other tabs from replaying: revocations and duplicate checks.
+        if (!this.shared && m.t !== 'revoked' && m.t !== 'tab?' && m.t !== 'tab!')
+            return;
         try {
             this.bc?.postMessage(m);
         }
@@ -866,6 +1095,17 @@ class Client {
     }
     onMessage(m) {
         if (this.disposed || !isObj(m))
+            return;
+        if (m.t === 'tab?') {
+            if (m.id === this.tabId)
+                this.post({ t: 'tab!', id: m.id });
+            return;
+        }
+        if (m.t === 'tab!') {
+            this.onTabTaken?.(m.id);
+            return;
+        }
+        if (!this.shared && !(this.degraded && (m.t === 'tokens' || m.t === 'revoked')))
             return;
         switch (m.t) {
             case 'tokens':
@@ -930,6 +1170,8 @@ class Client {
             this.scheduleExpiry();
         if (!lockManager())
             this.electionTick();
+        if (this.gaveUp)
+            this.compete(); // it stopped and left the election: try again
         if (!this.leader)
             return;
         const stale = Date.now() - this.lastSeen > 2 * this.heartbeatMs;
@@ -939,15 +1181,17 @@ class Client {
             this.wake?.();
         else if (this.chState === 'live' && stale)
             this.conn?.close(`watchdog (${why})`);
+        // A connect (ticket, then channel: a timeout each) the timers should have ended, but timers
+        // do not run in a frozen tab: start over.
+        else if (this.chState === 'connecting' && Date.now() - this.connectingSince > 2 * this.timeoutMs)
+            this.startChannel();
     }
     suspendPage() {
         // Leave nothing open so the page can enter the back/forward cache.
         this.suspended = true;
         this.stopChannel();
         this.leaveElection();
-        if (this.expiryTimer)
-            clearTimeout(this.expiryTimer);
-        this.expiryTimer = null;
+        this.clearExpiryTimers();
         this.bc?.close();
         this.bc = null;
     }
@@ -970,6 +1214,7 @@ class Client {
         if (this.disposed || this.suspended || !this.rec || this.competing)
             return;
         this.competing = true;
+        this.gaveUp = false;
         if (!this.browser || !this.shared) {
             this.becomeLeader();
             return;
@@ -1012,7 +1257,7 @@ class Client {
         }
     }
     electionTick() {
-        if (!this.competing || lockManager() || this.disposed)
+        if (!this.competing || !this.shared || lockManager() || this.disposed)
             return;
         const now = Date.now();
         const cur = this.readLeader();
@@ -1021,7 +1266,12 @@ class Client {
                 this.stepDown();
             return;
         }
-        this.store.setItem(this.k('leader'), JSON.stringify({ id: this.id, at: now }));
+        try {
+            this.store.setItem(this.k('leader'), JSON.stringify({ id: this.id, at: now }));
+        }
+        catch {
+            return; // storage full: no claim; the tabs' channels stay correct, just more of them
+        }
         if (this.leader)
             return;
         // Claimed: confirm shortly, so two tabs claiming at once settle on the last writer.
@@ -1045,6 +1295,13 @@ class Client {
         this.activity('leader', { leader: true, id: this.id });
         this.scheduleExpiry();
         this.startChannel();
+    }
+    /** A stopped leader leaves the election, so another tab (whose connects may work) can lead. */
+    giveUpLeadership() {
+        if (!this.browser || !this.shared)
+            return; // alone: it stays the leader, `stopped`
+        this.gaveUp = true;
+        this.leaveElection();
     }
     stepDown() {
         if (!this.leader)
@@ -1115,6 +1372,7 @@ class Client {
         let reportedNetwork = false;
         const alive = () => run === this.run && this.leader && !!this.rec && !this.disposed;
         while (alive()) {
+            this.connectingSince = Date.now();
             this.setChState('connecting');
             let out;
             try {
@@ -1151,6 +1409,7 @@ class Client {
                     if (failures >= this.maxFailures) {
                         this.setChState('stopped');
                         this.activity('channel_closed', { reason: `gave up after ${failures} refused connects` });
+                        this.giveUpLeadership();
                         return;
                     }
                     if (out.error?.retryAfterMs !== undefined)
@@ -1175,24 +1434,21 @@ class Client {
     async connectOnce(run) {
         // Present the newest refresh token any tab has: an older one may count as theft.
         this.sync();
-        const rec = this.rec;
+        const rec = this.presentable();
         if (!rec || run !== this.run)
             return { kind: 'stopped' };
-        let r;
+        let reply;
         try {
-            r = await this.fetchImpl(this.url('/auth/ticket'), {
-                method: 'POST',
-                headers: { 'Content-Type': 'application/json' },
-                body: JSON.stringify({ refresh_token: rec.tokens.refresh_token }),
-            });
+            reply = await this.postJson('ticket', '/auth/ticket', { body: { refresh_token: rec.tokens.refresh_token } });
         }
         catch (e) {
             return { kind: 'network', error: netError('ticket', e) };
         }
+        const r = reply.r;
         if (run !== this.run)
             return { kind: 'stopped' };
         if (!r.ok) {
-            const err = await errorFrom(r, 'ticket');
+            const err = errorOf(reply, 'ticket');
             if (err.code === 'invalid_grant') {
                 this.sync();
                 const now = this.readStore();
@@ -1207,7 +1463,7 @@ class Client {
                 return { kind: 'network', error: err };
             return { kind: 'refused', error: err };
         }
-        const body = await r.json().catch(() => null);
+        const body = reply.body;
         const ticket = isObj(body) && typeof body.ticket === 'string' ? body.ticket : null;
         if (!ticket)
             return { kind: 'network', error: new TokenpushError('invalid_response', 'ticket: malformed response', r.status) };
@@ -1246,7 +1502,7 @@ class Client {
         if (this.offer(d, reason, 'push'))
             return true;
         // Same tokens as stored (another tab pulled them) are still worth confirming.
-        return this.rec.tokens.access_token === d.access_token;
+        return !!this.rec && this.rec.tokens.access_token === d.access_token && this.confirmable(this.rec);
     }
     onRevoked(reason, sid) {
         this.sync();
@@ -1281,15 +1537,24 @@ class Client {
         this.lastSeen = Date.now();
         const stopDog = this.watchdog(run, close);
         const lastId = `${rec.sid}:${rec.gen}`;
+        // Until the response comes, the connect timeout applies (the watchdog's two heartbeats are longer).
+        const connectTimer = setTimeout(() => close('connect timeout'), this.timeoutMs);
         try {
             let r;
             try {
-                r = await this.fetchImpl(this.url(`/events?ticket=${encodeURIComponent(ticket)}&last_event_id=${encodeURIComponent(lastId)}`), { headers: { Accept: 'text/event-stream', 'Last-Event-ID': lastId }, signal: abort.signal, cache: 'no-store' });
+                const opened = this.fetchImpl(this.url(`/events?ticket=${encodeURIComponent(ticket)}&last_event_id=${encodeURIComponent(lastId)}`), { headers: { Accept: 'text/event-stream', 'Last-Event-ID': lastId }, signal: abort.signal, cache: 'no-store' });
+                // A fetch that ignores its signal must not park the loop either.
+                const aborted = new Promise((_, reject) => abort.signal.addEventListener('abort', () => reject(new Error('aborted'))));
+                aborted.catch(() => { });
+                r = await Promise.race([opened, aborted]);
             }
             catch (e) {
                 if (closedWith !== null)
                     return this.closedOutcome(closedWith, false);
                 return { kind: 'network', error: netError('channel', e) };
+            }
+            finally {
+                clearTimeout(connectTimer);
             }
             if (!r.ok || !r.body) {
                 const err = await errorFrom(r, 'channel');
@@ -1324,8 +1589,8 @@ class Client {
                             const access = d.access_token;
                             const generation = generationOf(d, decodeClaims(access));
                             // SSE cannot talk back: prove we hold this generation with its access token.
-                            this.fetchImpl(this.url('/auth/ack'), { method: 'POST', headers: { Authorization: 'Bearer ' + access } })
-                                .then((a) => a.ok && this.activity('ack', { generation }))
+                            this.postJson('ack', '/auth/ack', { bearer: access })
+                                .then(({ r: a }) => a.ok && this.activity('ack', { generation }))
                                 .catch(() => { });
                         }
                         return null;
@@ -1397,6 +1662,9 @@ class Client {
         this.activity('channel_closed', { reason: why });
         if (why === 'stopped')
             return { kind: 'stopped', wasLive };
+        if (why === 'connect timeout') {
+            return { kind: 'network', wasLive, error: new TokenpushError('timeout', `channel: no connection within ${this.timeoutMs} ms`) };
+        }
         if (why === 'dropped' || why.startsWith('watchdog') || why === 'heartbeat missed')
             return { kind: 'closed', wasLive };
         return { kind: 'reopen', wasLive };
@@ -1419,7 +1687,11 @@ class Client {
             let wasLive = false;
             let closedWith = null;
             let outcome = null;
-            let stopDog = () => { };
+            // Armed before `onopen`: a black-holed upgrade never opens and never closes by itself.
+            let stopDog = (() => {
+                const t = setTimeout(() => close('connect timeout'), this.timeoutMs);
+                return () => clearTimeout(t);
+            })();
             let pinger = null;
             const send = (m) => {
                 try {
@@ -1490,6 +1762,7 @@ class Client {
                 if (run !== this.run)
                     return close('stopped');
                 this.wsSend = send;
+                stopDog();
                 stopDog = this.watchdog(run, close);
                 // Browsers cannot see protocol pings: an app-level ping keeps the watchdog fed.
                 pinger = setInterval(() => send({ type: 'ping' }), Math.max(1000, this.heartbeatMs));

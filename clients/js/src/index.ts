@@ -107,6 +107,15 @@ export interface Events {
   state: { state: ChannelState; transport: TransportKind; leader: boolean; channel: ChannelState };
   error: TokenpushError;
   activity: { kind: ActivityKind; at: number; detail?: any };
+  /**
+   * The access token is within the refresh margin of its expiry and no newer one came: the
+   * client pulls a refresh now (once per access token).
+   */
+  expiring: { expiresAt: number; generation: number };
+  /** The access token expired and no newer one came (once per access token). */
+  expired: { expiresAt: number; generation: number };
+  /** A refresh failed (the tokens are kept; background refreshes retry with backoff). */
+  renew_error: TokenpushError;
 }
 
 /** Channel activity, for timelines and debugging views. */
@@ -141,6 +150,11 @@ export interface ClientOptions {
   maxBackoffMs?: number;
   /** Consecutive refused connects (401/403/429 on ticket or channel) before giving up; default 5. */
   maxConnectFailures?: number;
+  /**
+   * Limit on each request the client makes (login, refresh, ticket, ack, logout, renew) and on a
+   * channel connect until it opens; default 10000. A hung request fails with code `timeout`.
+   */
+  timeoutMs?: number;
 }
 
 /** Channel details as this tab knows them (a follower reports the leader's channel). */
@@ -151,8 +165,21 @@ export interface ChannelInfo {
   connectionId?: string;
 }
 
-/** Auth state changes in the shape other auth clients use. */
-export type AuthChangeEvent = 'SIGNED_IN' | 'TOKEN_REFRESHED' | 'SIGNED_OUT';
+/**
+ * Auth state changes in the shape other auth clients use (supabase-js): `INITIAL_SESSION` once
+ * on subscribe, `USER_UPDATED` when new tokens carry different claims (roles, name, …).
+ */
+export type AuthChangeEvent = 'INITIAL_SESSION' | 'SIGNED_IN' | 'TOKEN_REFRESHED' | 'USER_UPDATED' | 'SIGNED_OUT';
+
+/** The current session, shaped like supabase-js's `Session`. */
+export interface Session extends Tokens {
+  /** Local-clock expiry of the access token, in seconds since the epoch. */
+  expires_at: number;
+  /** The access token's claims (not verified here). */
+  user: Claims | null;
+  /** The refresh-token generation. */
+  generation: number;
+}
 
 /** The client. Create it with `createClient`. */
 export interface TokenpushClient {
@@ -162,8 +189,14 @@ export interface TokenpushClient {
   logout(): Promise<void>;
   /** A valid access token, refreshing single-flight if it is about to expire; null when logged out. */
   getAccessToken(): Promise<string | null>;
-  /** Pull refresh now (single-flight). Rejects with `TokenpushError` on failure. */
-  refresh(): Promise<Tokens>;
+  /**
+   * Pull refresh now (single-flight). Rejects with `TokenpushError` on failure. With `rejected`
+   * (an access token a server refused) it refreshes only if storage still holds that token:
+   * another tab may already have a newer one.
+   */
+  refresh(opts?: { rejected?: string }): Promise<Tokens>;
+  /** The session after re-reading storage, refreshed first when about to expire; null when logged out. */
+  getSession(): Promise<Session | null>;
   /**
    * `fetch` that adds `Authorization: Bearer` for the server's origin only, and retries once
    * after a 401 `invalid_token` with a refreshed token. Other origins get the request untouched.
@@ -181,6 +214,7 @@ export interface TokenpushClient {
   setTransport(kind: TransportKind): void;
   /** Subscribes to an event; returns the unsubscribe function. */
   on<K extends keyof Events>(type: K, cb: (detail: Events[K]) => void): () => void;
+  /** Auth state changes; the callback first gets `INITIAL_SESSION` (asynchronously). */
   onAuthStateChange(cb: (event: AuthChangeEvent, tokens: Tokens | null) => void): () => void;
   /** Closes the channel, leaves the election, removes every listener and timer. */
   dispose(): void;
@@ -240,7 +274,9 @@ type Msg =
   | { t: 'hello' }
   | { t: 'drop' }
   | { t: 'lose' }
-  | { t: 'leader-gone' };
+  | { t: 'leader-gone' }
+  | { t: 'tab?'; id: string }
+  | { t: 'tab!'; id: string };
 
 interface Conn {
   close(reason: string): void;
@@ -370,13 +406,34 @@ async function errorFrom(r: Response, what: string): Promise<TokenpushError> {
   } catch {
     /* not JSON */
   }
+  return errorOf({ r, body }, what);
+}
+
+/** A POST's response with its body already read: JSON, else null. */
+interface Reply {
+  r: Response;
+  body: unknown;
+}
+
+/** The error a refused reply stands for: the server's `error` code, else `http_<status>`. */
+function errorOf({ r, body }: Reply, what: string): TokenpushError {
   const code = isObj(body) && typeof body.error === 'string' ? body.error : `http_${r.status}`;
   const desc = isObj(body) && typeof body.error_description === 'string' ? body.error_description : `HTTP ${r.status}`;
   return new TokenpushError(code, `${what}: ${desc}`, r.status, retryAfterMs(r));
 }
 
 const netError = (what: string, e: unknown) =>
-  new TokenpushError('network', `${what}: ${e instanceof Error ? e.message : String(e)}`);
+  e instanceof TokenpushError ? e : new TokenpushError('network', `${what}: ${e instanceof Error ? e.message : String(e)}`);
+
+/** Errors an outage produces on every background attempt (reported once, retried with backoff). */
+const isOutage = (e: TokenpushError) => e.code === 'network' || e.code === 'timeout';
+
+/** Claims that say who the user is, without the ones every new token changes. */
+function identity(c: Claims | null): string {
+  if (!c) return '';
+  const { iat: _i, nbf: _n, exp: _e, jti: _j, gen: _g, ...rest } = c;
+  return JSON.stringify(Object.keys(rest).sort().map((k) => [k, rest[k]]));
+}
 
 function randomId(): string {
   const c = (globalThis as { crypto?: Crypto }).crypto;
@@ -391,18 +448,24 @@ function isInvalidToken(r: Response): boolean {
 
 const LEADER_TICK_MS = 1000;
 const LEADER_STALE_MS = 3500;
+/** How long a `storage: 'session'` tab waits for the tab it may be a duplicate of to answer. */
+const DUP_CHECK_MS = 300;
 
 class Client implements TokenpushClient {
   private readonly base: string;
   private readonly origin: string | null;
   private readonly store: StorageAdapter;
-  private readonly shared: boolean;
+  /** Whether other tabs share this tab's tokens through storage (false once storage failed). */
+  private shared: boolean;
+  /** Storage refused a write: this tab runs alone with its tokens in memory (see `writeStore`). */
+  private degraded = false;
   private readonly key: string;
   private readonly fetchImpl: typeof fetch;
   private readonly onError?: (e: TokenpushError) => void;
   private readonly skewMs: number;
   private readonly maxBackoffMs: number;
   private readonly maxFailures: number;
+  private readonly timeoutMs: number;
   private readonly browser: boolean;
   private readonly id = randomId();
 
@@ -421,11 +484,19 @@ class Client implements TokenpushClient {
   private lockAbort: AbortController | null = null;
   private releaseLock: (() => void) | null = null;
   private electionTimer: ReturnType<typeof setInterval> | null = null;
+  /** This tab gave the channel up (`stopped`) and left the election until the page comes back. */
+  private gaveUp = false;
+  /** `storage: 'session'`: this tab's id in sessionStorage, which a duplicated tab inherits. */
+  private tabId: string | null = null;
+  /** Settles once this tab knows it is not a duplicate; nothing presents a refresh token before. */
+  private dupCheck: Promise<void> | null = null;
+  private onTabTaken: ((id: string) => void) | null = null;
 
   // channel (leader only)
   private run = 0;
   private conn: Conn | null = null;
   private chState: ChannelState = 'logged_out';
+  private connectingSince = 0;
   private wake: (() => void) | null = null;
   private lastSeen = 0;
   private heartbeatMs = 15000;
@@ -437,6 +508,10 @@ class Client implements TokenpushClient {
   // refresh
   private refreshing: Promise<Tokens> | null = null;
   private expiryTimer: ReturnType<typeof setTimeout> | null = null;
+  private expiredTimer: ReturnType<typeof setTimeout> | null = null;
+  /** The access tokens `expiring` / `expired` were last reported for (once per token). */
+  private noticedExpiring: string | null = null;
+  private noticedExpired: string | null = null;
   private expiryRetries = 0;
   private lastNetworkReport = 0;
 
@@ -466,16 +541,66 @@ class Client implements TokenpushClient {
     this.skewMs = opts.skewMs ?? 5000;
     this.maxBackoffMs = opts.maxBackoffMs ?? 10000;
     this.maxFailures = opts.maxConnectFailures ?? 5;
+    this.timeoutMs = opts.timeoutMs ?? 10000;
     const wanted = opts.transport ?? 'sse';
     const saved = this.store.getItem(this.k('transport'));
     this.kind = saved === 'sse' || saved === 'ws' ? saved : wanted === 'auto' ? autoTransport() : wanted;
     this.rec = parseRec(this.store.getItem(this.k('tokens')));
+    if (s === 'session' && this.browser && !(this.store instanceof MemoryStorage)) this.checkDuplicate();
     this.attach();
     if (this.rec) {
-      this.scheduleExpiry();
-      this.compete();
+      const start = () => {
+        if (!this.rec || this.disposed) return;
+        this.scheduleExpiry();
+        this.compete();
+      };
+      if (this.dupCheck) void this.dupCheck.then(start);
+      else start();
     }
     this.retryPendingLogout();
+  }
+
+  /**
+   * `storage: 'session'`: a duplicated tab starts with a copy of the original's sessionStorage,
+   * tokens included, and two tabs rotating one session on their own push each other past the
+   * grace window (theft). So each tab keeps its own id in sessionStorage; a tab that starts with
+   * an id there asks over BroadcastChannel whether a live tab has it. If one answers, this tab
+   * is the duplicate and drops its copy (the original keeps the session, which is not logged
+   * out); after a reload nobody answers. Nothing presents the refresh token before this is known.
+   */
+  private checkDuplicate() {
+    const key = this.k('tab');
+    let prior: string | null = null;
+    try {
+      prior = this.store.getItem(key);
+      this.tabId = randomId();
+      this.store.setItem(key, this.tabId);
+    } catch {
+      return;
+    }
+    const BC = (globalThis as { BroadcastChannel?: unknown }).BroadcastChannel;
+    if (!prior || !this.rec || !BC) return;
+    const asked = prior;
+    this.dupCheck = new Promise<void>((resolve) => {
+      const done = (duplicate: boolean) => {
+        clearTimeout(timer);
+        this.onTabTaken = null;
+        this.dupCheck = null;
+        if (duplicate && this.rec && !this.disposed) {
+          try {
+            this.store.removeItem(this.k('tokens'));
+          } catch {
+            /* the copy goes away with the tab anyway */
+          }
+          this.loggedOut('duplicated_tab');
+        }
+        resolve();
+      };
+      const timer = setTimeout(() => done(false), DUP_CHECK_MS);
+      this.onTabTaken = (id) => id === asked && done(true);
+    });
+    // After attach() has opened the BroadcastChannel.
+    queueMicrotask(() => this.post({ t: 'tab?', id: asked }));
   }
 
   // ---- public API ----
@@ -491,7 +616,7 @@ class Client implements TokenpushClient {
   }
   get state(): ChannelState {
     if (!this.rec) return 'logged_out';
-    return this.leader ? this.chState : 'follower';
+    return this.leader ? this.chState : this.gaveUp ? 'stopped' : 'follower';
   }
   get transport() {
     return this.kind;
@@ -523,25 +648,45 @@ class Client implements TokenpushClient {
 
   onAuthStateChange(cb: (event: AuthChangeEvent, tokens: Tokens | null) => void): () => void {
     this.authListeners.add(cb);
+    // Asynchronously, as supabase-js does: the caller gets its unsubscribe function first.
+    queueMicrotask(() => {
+      if (this.disposed || !this.authListeners.has(cb)) return;
+      this.sync();
+      try {
+        cb('INITIAL_SESSION', this.rec ? this.rec.tokens : null);
+      } catch (e) {
+        setTimeout(() => {
+          throw e;
+        });
+      }
+    });
     return () => this.authListeners.delete(cb);
+  }
+
+  async getSession(): Promise<Session | null> {
+    await this.getAccessToken();
+    const rec = this.rec;
+    if (!rec) return null;
+    return {
+      ...rec.tokens,
+      expires_at: Math.floor(rec.expiresAt / 1000),
+      user: decodeClaims(rec.tokens.access_token),
+      generation: rec.gen,
+    };
   }
 
   async login(username: string, password: string, deviceId?: string): Promise<Tokens> {
     const body: Record<string, string> = { username, password };
     if (deviceId !== undefined) body.device_id = deviceId;
-    let r: Response;
+    let reply: Reply;
     try {
-      r = await this.fetchImpl(this.url('/auth/login'), {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify(body),
-      });
+      reply = await this.postJson('login', '/auth/login', { body });
     } catch (e) {
       throw this.report(netError('login', e));
     }
-    if (!r.ok) throw this.report(await errorFrom(r, 'login'));
-    const t = await r.json();
-    if (!validTokens(t)) throw this.report(new TokenpushError('invalid_response', 'login: malformed token response', r.status));
+    if (!reply.r.ok) throw this.report(errorOf(reply, 'login'));
+    const t = reply.body;
+    if (!validTokens(t)) throw this.report(new TokenpushError('invalid_response', 'login: malformed token response', reply.r.status));
     const old = this.readStore();
     const rec = makeRec(t, 'login', 'login', Date.now());
     this.writeStore(rec);
@@ -573,9 +718,10 @@ class Client implements TokenpushClient {
     }
   }
 
-  refresh(): Promise<Tokens> {
+  refresh(opts: { rejected?: string } = {}): Promise<Tokens> {
     if (!this.refreshing) {
-      this.refreshing = this.doRefresh(true).finally(() => (this.refreshing = null));
+      const how = opts.rejected === undefined ? { force: true } : { force: false, rejected: opts.rejected };
+      this.refreshing = this.doRefresh(how).finally(() => (this.refreshing = null));
     }
     return this.refreshing;
   }
@@ -613,7 +759,11 @@ class Client implements TokenpushClient {
 
   setTransport(kind: TransportKind): void {
     if (kind !== 'sse' && kind !== 'ws') throw new TypeError('transport must be "sse" or "ws"');
-    this.store.setItem(this.k('transport'), kind);
+    try {
+      this.store.setItem(this.k('transport'), kind);
+    } catch {
+      /* storage full: the broadcast still tells the other tabs */
+    }
     this.post({ t: 'transport', kind });
     this.applyTransport(kind);
   }
@@ -626,8 +776,7 @@ class Client implements TokenpushClient {
     for (const u of this.unsubs.splice(0)) u();
     this.bc?.close();
     this.bc = null;
-    if (this.expiryTimer) clearTimeout(this.expiryTimer);
-    this.expiryTimer = null;
+    this.clearExpiryTimers();
     this.listeners.clear();
     this.authListeners.clear();
   }
@@ -658,35 +807,80 @@ class Client implements TokenpushClient {
     }
   }
 
-  private writeStore(rec: Rec) {
+  /** Stores `rec`; false when storage refused it (quota, disabled): the tab then degrades. */
+  private writeStore(rec: Rec): boolean {
     try {
       this.store.setItem(this.k('tokens'), JSON.stringify(rec));
-    } catch {
-      /* quota or disabled storage: this tab still has the tokens in memory */
+      return true;
+    } catch (e) {
+      this.degrade(e);
+      return false;
     }
   }
 
   /**
-   * Offers tokens this tab obtained (push or pull). They are stored only when they belong to
-   * the stored session and are newer than what is stored; returns whether they were taken.
+   * Storage refused a write. Other tabs cannot see this tab's tokens any more, so it stops
+   * sharing: it keeps its tokens in memory, leaves the election (another tab may lead) and runs
+   * its own channel. It keeps reading storage (another tab's newer tokens are still welcome)
+   * but never confirms what it could not store: acks, refreshes, tickets and `Last-Event-ID`
+   * present the generation storage holds (see `presentable`), which the server answers with the
+   * unconfirmed successor again (rotation rule, I2). Confirming it would leave the other tabs
+   * one generation behind and turn their next refresh into a replay after the grace window.
+   */
+  private degrade(e: unknown) {
+    if (this.degraded) return;
+    const wasLeader = this.leader;
+    // Out of the shared election, but a channel this tab already runs stays open.
+    if (this.electionTimer) clearInterval(this.electionTimer);
+    this.electionTimer = null;
+    if (wasLeader && this.shared && this.browser && !lockManager()) this.dropLeaderRecord();
+    this.lockAbort?.abort();
+    this.lockAbort = null;
+    const release = this.releaseLock;
+    this.releaseLock = null;
+    release?.();
+    this.degraded = true;
+    this.shared = false;
+    if (!wasLeader) {
+      this.competing = false;
+      queueMicrotask(() => this.compete());
+    }
+    this.report(
+      new TokenpushError('storage_unavailable', `storage refused a write (${e instanceof Error ? e.name : String(e)}): this tab continues alone`),
+    );
+  }
+
+  /** Whether this tab may confirm `rec` to the server (ack it, present it). */
+  private confirmable(rec: Rec): boolean {
+    if (!this.degraded) return true;
+    const stored = this.readStore();
+    return !stored || stored.sid !== rec.sid || !newer(rec, stored);
+  }
+
+  /** The record whose refresh token this tab presents: its own, or (degraded) what storage holds. */
+  private presentable(): Rec | null {
+    const rec = this.rec;
+    if (!rec || this.confirmable(rec)) return rec;
+    return this.readStore();
+  }
+
+  /**
+   * Offers tokens this tab obtained (push or pull). They are taken only when they belong to the
+   * stored session and are newer than what is stored; returns whether they were taken and may
+   * be confirmed (acked) to the server.
    */
   private offer(t: Tokens, reason: TokensReason, source: TokensSource): boolean {
     const rec = makeRec(t, reason, source, Date.now());
     const cur = this.readStore();
-    if (this.shared || cur) {
-      if (!cur || cur.sid !== rec.sid || !newer(rec, cur)) {
-        this.sync();
-        return false;
-      }
-    } else if (this.rec && (this.rec.sid !== rec.sid || !newer(rec, this.rec))) {
-      return false;
-    } else if (!this.rec) {
+    const base = this.degraded ? this.rec : this.shared || cur ? cur : this.rec;
+    if (!base || base.sid !== rec.sid || !newer(rec, base)) {
+      this.sync();
       return false;
     }
-    this.writeStore(rec);
+    const stored = this.writeStore(rec);
     this.post({ t: 'tokens' });
     this.adopt(rec, reason, source);
-    return true;
+    return stored || this.confirmable(rec);
   }
 
   /**
@@ -725,6 +919,7 @@ class Client implements TokenpushClient {
       if (mine && this.shared) this.loggedOut(this.endReason(mine.sid));
       return;
     }
+    if (this.degraded && mine && cur.sid !== mine.sid) return; // an old record this tab could not overwrite
     if (!mine || cur.sid !== mine.sid || newer(cur, mine)) {
       const source: TokensSource = cur.source === 'login' ? 'login' : 'other-tab';
       this.adopt(cur, cur.reason ?? 'storage', source);
@@ -739,7 +934,9 @@ class Client implements TokenpushClient {
     const sessionChanged = !prev || prev.sid !== rec.sid;
     this.scheduleExpiry();
     this.emit('tokens', { tokens: rec.tokens, reason, generation: rec.gen, expiresAt: rec.expiresAt, source });
-    this.emitAuth(sessionChanged ? 'SIGNED_IN' : 'TOKEN_REFRESHED', rec.tokens);
+    const claimsChanged =
+      !sessionChanged && identity(decodeClaims(prev.tokens.access_token)) !== identity(decodeClaims(rec.tokens.access_token));
+    this.emitAuth(sessionChanged ? 'SIGNED_IN' : claimsChanged ? 'USER_UPDATED' : 'TOKEN_REFRESHED', rec.tokens);
     if (sessionChanged) {
       // A new session needs its own channel: the old one would keep pushing the old session.
       if (this.leader) this.reopen('session changed');
@@ -751,10 +948,10 @@ class Client implements TokenpushClient {
   private loggedOut(reason: string) {
     const had = this.rec;
     this.rec = null;
-    if (this.expiryTimer) clearTimeout(this.expiryTimer);
-    this.expiryTimer = null;
+    this.clearExpiryTimers();
     this.stopChannel();
     this.leaveElection();
+    this.gaveUp = false;
     this.chState = 'logged_out';
     if (!had) return;
     this.emitState();
@@ -773,45 +970,51 @@ class Client implements TokenpushClient {
   private ensureFresh(): Promise<Tokens> {
     this.sync();
     if (this.rec && !this.expiresSoon(this.rec)) return Promise.resolve(this.rec.tokens);
-    if (!this.refreshing) this.refreshing = this.doRefresh(false).finally(() => (this.refreshing = null));
+    if (!this.refreshing) this.refreshing = this.doRefresh({ force: false }).finally(() => (this.refreshing = null));
     return this.refreshing;
   }
 
   private refreshAfterReject(rejected: string): Promise<Tokens> {
     this.sync();
     if (this.rec && this.rec.tokens.access_token !== rejected) return Promise.resolve(this.rec.tokens);
-    return this.refresh();
+    return this.refresh({ rejected });
   }
 
-  private async doRefresh(force: boolean): Promise<Tokens> {
+  /**
+   * One pull refresh. `force`: even if the token is fresh; `rejected`: only if storage still
+   * holds that (refused) access token once this tab has the refresh lock.
+   */
+  private async doRefresh(how: { force: boolean; rejected?: string }): Promise<Tokens> {
+    if (this.dupCheck) await this.dupCheck;
     // Tabs take turns (a Web Lock where there is one) so one tab refreshes and the others then
     // find the new tokens in storage. The wait is bounded: a frozen tab holding the lock must
     // not stall everyone (the server's rotation rule makes overlapping refreshes safe anyway).
     return this.withLock(`${this.key}:refresh`, 3000, async () => {
       this.sync();
-      const rec = this.rec;
-      if (!rec) throw this.report(new TokenpushError('not_logged_in', 'refresh: not logged in'));
-      if (!force && !this.expiresSoon(rec)) return rec.tokens;
-      this.activity('pull', { generation: rec.gen });
-      let r: Response;
-      try {
-        r = await this.fetchImpl(this.url('/auth/refresh'), {
-          method: 'POST',
-          headers: { 'Content-Type': 'application/json' },
-          body: JSON.stringify({ refresh_token: rec.tokens.refresh_token }),
-        });
-      } catch (e) {
-        throw this.report(netError('refresh', e));
+      const mine = this.rec;
+      if (!mine) throw this.report(new TokenpushError('not_logged_in', 'refresh: not logged in'));
+      // Another tab may have refreshed while this one waited for the lock.
+      if (how.rejected !== undefined ? mine.tokens.access_token !== how.rejected : !how.force && !this.expiresSoon(mine)) {
+        return mine.tokens;
       }
+      const rec = this.presentable() ?? mine;
+      this.activity('pull', { generation: rec.gen });
+      let reply: Reply;
+      try {
+        reply = await this.postJson('refresh', '/auth/refresh', { body: { refresh_token: rec.tokens.refresh_token } });
+      } catch (e) {
+        throw this.renewFailed(netError('refresh', e));
+      }
+      const r = reply.r;
       if (r.ok) {
-        const t = await r.json().catch(() => null);
-        if (!validTokens(t)) throw this.report(new TokenpushError('invalid_response', 'refresh: malformed token response', r.status));
+        const t = reply.body;
+        if (!validTokens(t)) throw this.renewFailed(new TokenpushError('invalid_response', 'refresh: malformed token response', r.status));
         this.offer(t, 'refresh', 'pull');
         this.sync();
         // Storage may hold something even newer (a push that landed meanwhile): that wins.
         return this.rec ? this.rec.tokens : t;
       }
-      const err = await errorFrom(r, 'refresh');
+      const err = errorOf(reply, 'refresh');
       if (err.code === 'invalid_grant') {
         // Another tab may have logged in again or rotated meanwhile: only our own stale view is dead.
         this.sync();
@@ -820,8 +1023,51 @@ class Client implements TokenpushClient {
         this.endStored(rec.sid, 'invalid_grant');
         this.loggedOut('invalid_grant');
       }
-      throw this.report(err);
+      throw this.renewFailed(err);
     });
+  }
+
+  private renewFailed(e: TokenpushError): TokenpushError {
+    this.emit('renew_error', e);
+    return this.report(e);
+  }
+
+  /**
+   * POSTs JSON (or nothing) to the server and reads the reply, all within `timeoutMs`: a hung
+   * request must not hang `getAccessToken()` and every `fetch()` waiting on it. Raced rather
+   * than only aborted, so a `fetch` that ignores its signal cannot hang it either.
+   */
+  private async postJson(what: string, path: string, opts: { body?: unknown; bearer?: string; keepalive?: boolean } = {}): Promise<Reply> {
+    const abort = new AbortController();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        abort.abort();
+        reject(new TokenpushError('timeout', `${what}: no response within ${this.timeoutMs} ms`));
+      }, this.timeoutMs);
+    });
+    timedOut.catch(() => {});
+    const headers: Record<string, string> = {};
+    if (opts.body !== undefined) headers['Content-Type'] = 'application/json';
+    if (opts.bearer !== undefined) headers.Authorization = 'Bearer ' + opts.bearer;
+    try {
+      const init: RequestInit = { method: 'POST', headers, signal: abort.signal };
+      if (opts.body !== undefined) init.body = JSON.stringify(opts.body);
+      if (opts.keepalive) init.keepalive = true;
+      const r = await Promise.race([this.fetchImpl(this.url(path), init), timedOut]);
+      const text = await Promise.race([r.text(), timedOut]);
+      let body: unknown = null;
+      try {
+        body = text ? JSON.parse(text) : null;
+      } catch {
+        /* not JSON */
+      }
+      return { r, body };
+    } catch (e) {
+      throw netError(what, e);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private async withLock<T>(name: string, maxWaitMs: number, fn: () => Promise<T>): Promise<T> {
@@ -844,18 +1090,40 @@ class Client implements TokenpushClient {
     }
   }
 
-  private scheduleExpiry() {
+  private clearExpiryTimers() {
     if (this.expiryTimer) clearTimeout(this.expiryTimer);
+    if (this.expiredTimer) clearTimeout(this.expiredTimer);
     this.expiryTimer = null;
+    this.expiredTimer = null;
+  }
+
+  private scheduleExpiry() {
+    this.clearExpiryTimers();
     const rec = this.rec;
     if (!rec || this.disposed || this.suspended) return;
     const margin = Math.min(this.skewMs, rec.tokens.expires_in * 100);
     // Followers spread their fallback refreshes a little; the leader's push normally comes first.
     const spread = this.leader ? 0 : Math.random() * margin * 0.3;
     const due = Math.max(0, rec.expiresAt - margin - Date.now() + spread);
+    const access = rec.tokens.access_token;
+    this.expiredTimer = setTimeout(
+      () => {
+        this.expiredTimer = null;
+        if (this.rec?.tokens.access_token !== access || this.noticedExpired === access) return;
+        this.noticedExpired = access;
+        this.emit('expired', { expiresAt: rec.expiresAt, generation: rec.gen });
+      },
+      Math.min(Math.max(0, rec.expiresAt - Date.now()), 2 ** 31 - 1),
+    );
     this.expiryTimer = setTimeout(() => {
       this.expiryTimer = null;
       if (!this.rec) return;
+      this.sync();
+      const cur = this.rec;
+      if (cur && this.expiresSoon(cur) && this.noticedExpiring !== cur.tokens.access_token) {
+        this.noticedExpiring = cur.tokens.access_token;
+        this.emit('expiring', { expiresAt: cur.expiresAt, generation: cur.gen });
+      }
       this.ensureFresh().then(
         () => (this.expiryRetries = 0),
         () => {
@@ -872,12 +1140,7 @@ class Client implements TokenpushClient {
   private async sendLogout(t: Tokens) {
     const body = JSON.stringify({ refresh_token: t.refresh_token });
     try {
-      const r = await this.fetchImpl(this.url('/auth/logout'), {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json' },
-        body,
-        keepalive: true,
-      });
+      const { r } = await this.postJson('logout', '/auth/logout', { body: { refresh_token: t.refresh_token }, keepalive: true });
       if (r.status >= 500) throw new Error(`HTTP ${r.status}`);
       this.store.removeItem(this.k('pending-logout'));
     } catch {
@@ -914,13 +1177,10 @@ class Client implements TokenpushClient {
     }
     const token = await this.getAccessToken();
     if (!token) return;
-    const r = await this.fetchImpl(this.url('/auth/renew'), {
-      method: 'POST',
-      headers: { Authorization: 'Bearer ' + token },
-    }).catch((e) => {
+    const reply = await this.postJson('renew', '/auth/renew', { bearer: token }).catch((e) => {
       throw this.report(netError('renew', e));
     });
-    if (!r.ok) throw this.report(await errorFrom(r, 'renew'));
+    if (!reply.r.ok) throw this.report(errorOf(reply, 'renew'));
   }
 
   // ---- events ----
@@ -951,7 +1211,7 @@ class Client implements TokenpushClient {
 
   private report(e: TokenpushError): TokenpushError {
     // An outage fails every background attempt: tell the app once, not every few seconds.
-    if (e.code === 'network') {
+    if (isOutage(e)) {
       const now = Date.now();
       if (now - this.lastNetworkReport < 10000) return e;
       this.lastNetworkReport = now;
@@ -997,7 +1257,10 @@ class Client implements TokenpushClient {
   // ---- cross-tab ----
 
   private attach() {
-    if (!this.shared) return;
+    if (!this.shared) {
+      if (this.tabId) this.openBc(); // only to answer duplicate checks
+      return;
+    }
     if (this.store.subscribe) {
       this.unsubs.push(
         this.store.subscribe((key) => {
@@ -1049,6 +1312,9 @@ class Client implements TokenpushClient {
   }
 
   private post(m: Msg) {
+    // A tab that does not share its tokens (session storage, degraded) shares nothing else either,
+    // except what keeps other tabs from replaying: revocations and duplicate checks.
+    if (!this.shared && m.t !== 'revoked' && m.t !== 'tab?' && m.t !== 'tab!') return;
     try {
       this.bc?.postMessage(m);
     } catch {
@@ -1058,6 +1324,15 @@ class Client implements TokenpushClient {
 
   private onMessage(m: Msg) {
     if (this.disposed || !isObj(m)) return;
+    if (m.t === 'tab?') {
+      if (m.id === this.tabId) this.post({ t: 'tab!', id: m.id });
+      return;
+    }
+    if (m.t === 'tab!') {
+      this.onTabTaken?.(m.id);
+      return;
+    }
+    if (!this.shared && !(this.degraded && (m.t === 'tokens' || m.t === 'revoked'))) return;
     switch (m.t) {
       case 'tokens':
         this.sync();
@@ -1109,11 +1384,15 @@ class Client implements TokenpushClient {
     if (this.expiresSoon(this.rec)) this.ensureFresh().catch(() => {});
     else this.scheduleExpiry();
     if (!lockManager()) this.electionTick();
+    if (this.gaveUp) this.compete(); // it stopped and left the election: try again
     if (!this.leader) return;
     const stale = Date.now() - this.lastSeen > 2 * this.heartbeatMs;
     if (this.chState === 'stopped') this.startChannel();
     else if (this.chState === 'backoff' || this.chState === 'offline') this.wake?.();
     else if (this.chState === 'live' && stale) this.conn?.close(`watchdog (${why})`);
+    // A connect (ticket, then channel: a timeout each) the timers should have ended, but timers
+    // do not run in a frozen tab: start over.
+    else if (this.chState === 'connecting' && Date.now() - this.connectingSince > 2 * this.timeoutMs) this.startChannel();
   }
 
   private suspendPage() {
@@ -1121,8 +1400,7 @@ class Client implements TokenpushClient {
     this.suspended = true;
     this.stopChannel();
     this.leaveElection();
-    if (this.expiryTimer) clearTimeout(this.expiryTimer);
-    this.expiryTimer = null;
+    this.clearExpiryTimers();
     this.bc?.close();
     this.bc = null;
   }
@@ -1145,6 +1423,7 @@ class Client implements TokenpushClient {
   private compete() {
     if (this.disposed || this.suspended || !this.rec || this.competing) return;
     this.competing = true;
+    this.gaveUp = false;
     if (!this.browser || !this.shared) {
       this.becomeLeader();
       return;
@@ -1186,14 +1465,18 @@ class Client implements TokenpushClient {
   }
 
   private electionTick() {
-    if (!this.competing || lockManager() || this.disposed) return;
+    if (!this.competing || !this.shared || lockManager() || this.disposed) return;
     const now = Date.now();
     const cur = this.readLeader();
     if (cur && cur.id !== this.id && now - cur.at < LEADER_STALE_MS) {
       if (this.leader) this.stepDown();
       return;
     }
-    this.store.setItem(this.k('leader'), JSON.stringify({ id: this.id, at: now }));
+    try {
+      this.store.setItem(this.k('leader'), JSON.stringify({ id: this.id, at: now }));
+    } catch {
+      return; // storage full: no claim; the tabs' channels stay correct, just more of them
+    }
     if (this.leader) return;
     // Claimed: confirm shortly, so two tabs claiming at once settle on the last writer.
     setTimeout(() => {
@@ -1215,6 +1498,13 @@ class Client implements TokenpushClient {
     this.activity('leader', { leader: true, id: this.id });
     this.scheduleExpiry();
     this.startChannel();
+  }
+
+  /** A stopped leader leaves the election, so another tab (whose connects may work) can lead. */
+  private giveUpLeadership() {
+    if (!this.browser || !this.shared) return; // alone: it stays the leader, `stopped`
+    this.gaveUp = true;
+    this.leaveElection();
   }
 
   private stepDown() {
@@ -1286,6 +1576,7 @@ class Client implements TokenpushClient {
     let reportedNetwork = false;
     const alive = () => run === this.run && this.leader && !!this.rec && !this.disposed;
     while (alive()) {
+      this.connectingSince = Date.now();
       this.setChState('connecting');
       let out: Outcome;
       try {
@@ -1317,6 +1608,7 @@ class Client implements TokenpushClient {
           if (failures >= this.maxFailures) {
             this.setChState('stopped');
             this.activity('channel_closed', { reason: `gave up after ${failures} refused connects` });
+            this.giveUpLeadership();
             return;
           }
           if (out.error?.retryAfterMs !== undefined) attempt = Math.max(attempt, 1);
@@ -1339,21 +1631,18 @@ class Client implements TokenpushClient {
   private async connectOnce(run: number): Promise<Outcome> {
     // Present the newest refresh token any tab has: an older one may count as theft.
     this.sync();
-    const rec = this.rec;
+    const rec = this.presentable();
     if (!rec || run !== this.run) return { kind: 'stopped' };
-    let r: Response;
+    let reply: Reply;
     try {
-      r = await this.fetchImpl(this.url('/auth/ticket'), {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ refresh_token: rec.tokens.refresh_token }),
-      });
+      reply = await this.postJson('ticket', '/auth/ticket', { body: { refresh_token: rec.tokens.refresh_token } });
     } catch (e) {
       return { kind: 'network', error: netError('ticket', e) };
     }
+    const r = reply.r;
     if (run !== this.run) return { kind: 'stopped' };
     if (!r.ok) {
-      const err = await errorFrom(r, 'ticket');
+      const err = errorOf(reply, 'ticket');
       if (err.code === 'invalid_grant') {
         this.sync();
         const now = this.readStore();
@@ -1366,7 +1655,7 @@ class Client implements TokenpushClient {
       if (r.status >= 500) return { kind: 'network', error: err };
       return { kind: 'refused', error: err };
     }
-    const body = await r.json().catch(() => null);
+    const body = reply.body;
     const ticket = isObj(body) && typeof body.ticket === 'string' ? body.ticket : null;
     if (!ticket) return { kind: 'network', error: new TokenpushError('invalid_response', 'ticket: malformed response', r.status) };
     if (run !== this.run) return { kind: 'stopped' };
@@ -1403,7 +1692,7 @@ class Client implements TokenpushClient {
     }
     if (this.offer(d, reason, 'push')) return true;
     // Same tokens as stored (another tab pulled them) are still worth confirming.
-    return this.rec.tokens.access_token === d.access_token;
+    return !!this.rec && this.rec.tokens.access_token === d.access_token && this.confirmable(this.rec);
   }
 
   private onRevoked(reason: string, sid: string): boolean {
@@ -1438,16 +1727,24 @@ class Client implements TokenpushClient {
     this.lastSeen = Date.now();
     const stopDog = this.watchdog(run, close);
     const lastId = `${rec.sid}:${rec.gen}`;
+    // Until the response comes, the connect timeout applies (the watchdog's two heartbeats are longer).
+    const connectTimer = setTimeout(() => close('connect timeout'), this.timeoutMs);
     try {
       let r: Response;
       try {
-        r = await this.fetchImpl(
+        const opened = this.fetchImpl(
           this.url(`/events?ticket=${encodeURIComponent(ticket)}&last_event_id=${encodeURIComponent(lastId)}`),
           { headers: { Accept: 'text/event-stream', 'Last-Event-ID': lastId }, signal: abort.signal, cache: 'no-store' },
         );
+        // A fetch that ignores its signal must not park the loop either.
+        const aborted = new Promise<never>((_, reject) => abort.signal.addEventListener('abort', () => reject(new Error('aborted'))));
+        aborted.catch(() => {});
+        r = await Promise.race([opened, aborted]);
       } catch (e) {
         if (closedWith !== null) return this.closedOutcome(closedWith, false);
         return { kind: 'network', error: netError('channel', e) };
+      } finally {
+        clearTimeout(connectTimer);
       }
       if (!r.ok || !r.body) {
         const err = await errorFrom(r, 'channel');
@@ -1479,8 +1776,8 @@ class Client implements TokenpushClient {
               const access = (d as unknown as Tokens).access_token;
               const generation = generationOf(d as unknown as Tokens, decodeClaims(access));
               // SSE cannot talk back: prove we hold this generation with its access token.
-              this.fetchImpl(this.url('/auth/ack'), { method: 'POST', headers: { Authorization: 'Bearer ' + access } })
-                .then((a) => a.ok && this.activity('ack', { generation }))
+              this.postJson('ack', '/auth/ack', { bearer: access })
+                .then(({ r: a }) => a.ok && this.activity('ack', { generation }))
                 .catch(() => {});
             }
             return null;
@@ -1537,6 +1834,9 @@ class Client implements TokenpushClient {
   private closedOutcome(why: string, wasLive: boolean): Outcome {
     this.activity('channel_closed', { reason: why });
     if (why === 'stopped') return { kind: 'stopped', wasLive };
+    if (why === 'connect timeout') {
+      return { kind: 'network', wasLive, error: new TokenpushError('timeout', `channel: no connection within ${this.timeoutMs} ms`) };
+    }
     if (why === 'dropped' || why.startsWith('watchdog') || why === 'heartbeat missed') return { kind: 'closed', wasLive };
     return { kind: 'reopen', wasLive };
   }
@@ -1557,7 +1857,11 @@ class Client implements TokenpushClient {
       let wasLive = false;
       let closedWith: string | null = null;
       let outcome: Outcome | null = null;
-      let stopDog = () => {};
+      // Armed before `onopen`: a black-holed upgrade never opens and never closes by itself.
+      let stopDog = (() => {
+        const t = setTimeout(() => close('connect timeout'), this.timeoutMs);
+        return () => clearTimeout(t);
+      })();
       let pinger: ReturnType<typeof setInterval> | null = null;
       const send = (m: object) => {
         try {
@@ -1621,6 +1925,7 @@ class Client implements TokenpushClient {
         this.lastSeen = Date.now();
         if (run !== this.run) return close('stopped');
         this.wsSend = send;
+        stopDog();
         stopDog = this.watchdog(run, close);
         // Browsers cannot see protocol pings: an app-level ping keeps the watchdog fed.
         pinger = setInterval(() => send({ type: 'ping' }), Math.max(1000, this.heartbeatMs));
