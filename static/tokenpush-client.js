@@ -181,6 +181,131 @@ function identity(c) {
   return JSON.stringify(Object.keys(rest).sort().map((k) => [k, rest[k]]));
 }
 
+// election.js
+var LEADER_TICK_MS = 1e3;
+var LEADER_STALE_MS = 3500;
+var Election = class {
+  constructor(host) {
+    this.host = host;
+    this.leader = false;
+    this.competing = false;
+    this.lockAbort = null;
+    this.releaseLock = null;
+    this.timer = null;
+  }
+  /** Starts competing for the channel (idempotent). */
+  compete() {
+    const h = this.host;
+    if (!h.eligible() || this.competing)
+      return;
+    this.competing = true;
+    if (h.alone()) {
+      this.becomeLeader();
+      return;
+    }
+    h.announce("hello");
+    const locks = lockManager();
+    if (locks) {
+      const abort = new AbortController();
+      this.lockAbort = abort;
+      locks.request(h.lockName, { signal: abort.signal }, () => {
+        if (abort.signal.aborted || !h.eligible())
+          return;
+        return new Promise((release) => {
+          this.releaseLock = release;
+          this.becomeLeader();
+        });
+      }).catch(() => {
+      }).finally(() => {
+        if (this.lockAbort === abort)
+          this.lockAbort = null;
+      });
+      h.changed();
+      return;
+    }
+    this.timer = setInterval(() => this.tick(), LEADER_TICK_MS);
+    this.tick();
+    h.changed();
+  }
+  /** Storage election: claim or refresh the record, or yield to a live one. */
+  tick() {
+    const h = this.host;
+    if (!this.competing || h.alone() || lockManager())
+      return;
+    const now = Date.now();
+    const cur = this.readRecord();
+    if (cur && cur.id !== h.id && now - cur.at < LEADER_STALE_MS) {
+      if (this.leader) {
+        this.leader = false;
+        h.lost();
+      }
+      return;
+    }
+    try {
+      h.store.setItem(h.recordKey, JSON.stringify({ id: h.id, at: now }));
+    } catch {
+      return;
+    }
+    if (this.leader)
+      return;
+    setTimeout(() => {
+      const again = this.readRecord();
+      if (this.competing && !this.leader && again && again.id === h.id)
+        this.becomeLeader();
+    }, 150);
+  }
+  /** Storage election: removes this tab's record and tells the others to take over. */
+  dropRecord() {
+    const h = this.host;
+    const cur = this.readRecord();
+    try {
+      if (cur && cur.id === h.id)
+        h.store.removeItem(h.recordKey);
+    } catch {
+    }
+    h.announce("leader-gone");
+  }
+  /**
+   * Frees the lock (or record) for another tab but keeps leading this tab's own channel: for a
+   * tab that stops sharing its tokens.
+   */
+  detach() {
+    if (this.timer)
+      clearInterval(this.timer);
+    this.timer = null;
+    if (this.leader && !this.host.alone() && !lockManager())
+      this.dropRecord();
+    this.lockAbort?.abort();
+    this.lockAbort = null;
+    const release = this.releaseLock;
+    this.releaseLock = null;
+    release?.();
+  }
+  /** Stops competing and leading; the lock goes to the next tab. */
+  leave() {
+    this.detach();
+    this.competing = false;
+    const was = this.leader;
+    this.leader = false;
+    if (was)
+      this.host.changed();
+  }
+  becomeLeader() {
+    if (this.leader || !this.host.eligible())
+      return;
+    this.leader = true;
+    this.host.lead();
+  }
+  readRecord() {
+    try {
+      const v = JSON.parse(this.host.store.getItem(this.host.recordKey) ?? "null");
+      return isObj(v) && typeof v.id === "string" && typeof v.at === "number" ? v : null;
+    } catch {
+      return null;
+    }
+  }
+};
+
 // sse.js
 var sseStart = () => ({ buf: "", event: "", data: [], id: "" });
 function parseSse(state, chunk) {
@@ -457,8 +582,6 @@ function openWs(host, ticket) {
 }
 
 // client.js
-var LEADER_TICK_MS = 1e3;
-var LEADER_STALE_MS = 3500;
 var DUP_CHECK_MS = 300;
 var Client = class {
   constructor(opts) {
@@ -471,11 +594,6 @@ var Client = class {
     this.unsubs = [];
     this.disposed = false;
     this.suspended = false;
-    this.leader = false;
-    this.competing = false;
-    this.lockAbort = null;
-    this.releaseLock = null;
-    this.electionTimer = null;
     this.gaveUp = false;
     this.tabId = null;
     this.dupCheck = null;
@@ -514,6 +632,7 @@ var Client = class {
     const s = opts.storage ?? "local";
     this.store = typeof s === "object" ? s : s === "memory" ? new MemoryStorage() : webStorage(s) ?? new MemoryStorage();
     this.shared = this.store.shared ?? true;
+    this.election = new Election(this.electionHost());
     const f = opts.fetch ?? globalThis.fetch;
     this.fetchImpl = f ? ((input, init) => f(input, init)) : (() => Promise.reject(new TypeError("no fetch available")));
     this.onError = opts.onError;
@@ -757,7 +876,7 @@ var Client = class {
       return;
     this.disposed = true;
     this.stopChannel();
-    this.leaveElection();
+    this.election.leave();
     for (const u of this.unsubs.splice(0))
       u();
     this.bc?.close();
@@ -813,20 +932,11 @@ var Client = class {
     if (this.degraded)
       return;
     const wasLeader = this.leader;
-    if (this.electionTimer)
-      clearInterval(this.electionTimer);
-    this.electionTimer = null;
-    if (wasLeader && this.shared && this.browser && !lockManager())
-      this.dropLeaderRecord();
-    this.lockAbort?.abort();
-    this.lockAbort = null;
-    const release = this.releaseLock;
-    this.releaseLock = null;
-    release?.();
+    this.election.detach();
     this.degraded = true;
     this.shared = false;
     if (!wasLeader) {
-      this.competing = false;
+      this.election.competing = false;
       queueMicrotask(() => this.compete());
     }
     this.report(new TokenpushError("storage_unavailable", `storage refused a write (${e instanceof Error ? e.name : String(e)}): this tab continues alone`));
@@ -929,7 +1039,7 @@ var Client = class {
     this.rec = null;
     this.clearExpiryTimers();
     this.stopChannel();
-    this.leaveElection();
+    this.election.leave();
     this.gaveUp = false;
     this.chState = "logged_out";
     if (!had)
@@ -1198,7 +1308,7 @@ var Client = class {
           if (v === "sse" || v === "ws")
             this.applyTransport(v);
         } else if (key === this.k("leader") && !lockManager())
-          this.electionTick();
+          this.election.tick();
       }));
     }
     if (!this.browser)
@@ -1233,7 +1343,7 @@ var Client = class {
       if (e.persisted)
         this.suspendPage();
       else if (this.leader && !lockManager())
-        this.dropLeaderRecord();
+        this.election.dropRecord();
     });
   }
   openBc() {
@@ -1306,7 +1416,7 @@ var Client = class {
         break;
       case "leader-gone":
         if (!lockManager())
-          this.electionTick();
+          this.election.tick();
         break;
     }
   }
@@ -1332,7 +1442,7 @@ var Client = class {
     else
       this.scheduleExpiry();
     if (!lockManager())
-      this.electionTick();
+      this.election.tick();
     if (this.gaveUp)
       this.compete();
     if (!this.leader)
@@ -1350,7 +1460,7 @@ var Client = class {
   suspendPage() {
     this.suspended = true;
     this.stopChannel();
-    this.leaveElection();
+    this.election.leave();
     this.clearExpiryTimers();
     this.bc?.close();
     this.bc = null;
@@ -1369,120 +1479,50 @@ var Client = class {
         });
     }
   }
-  // ---- leader election ----
+  // ---- leader election (election.ts) ----
+  get leader() {
+    return this.election.leader;
+  }
   /** Starts competing for the channel (idempotent). */
   compete() {
-    if (this.disposed || this.suspended || !this.rec || this.competing)
-      return;
-    this.competing = true;
-    this.gaveUp = false;
-    if (!this.browser || !this.shared) {
-      this.becomeLeader();
-      return;
-    }
-    this.post({ t: "hello" });
-    const locks = lockManager();
-    if (locks) {
-      const abort = new AbortController();
-      this.lockAbort = abort;
-      locks.request(`${this.key}:channel`, { signal: abort.signal }, () => {
-        if (abort.signal.aborted || !this.rec)
-          return;
-        return new Promise((release) => {
-          this.releaseLock = release;
-          this.becomeLeader();
-        });
-      }).catch(() => {
-      }).finally(() => {
-        if (this.lockAbort === abort)
-          this.lockAbort = null;
-      });
-      this.emitState();
-      return;
-    }
-    this.electionTimer = setInterval(() => this.electionTick(), LEADER_TICK_MS);
-    this.electionTick();
-    this.emitState();
+    if (!this.election.competing && this.eligible())
+      this.gaveUp = false;
+    this.election.compete();
   }
-  readLeader() {
-    try {
-      const v = JSON.parse(this.store.getItem(this.k("leader")) ?? "null");
-      return isObj(v) && typeof v.id === "string" && typeof v.at === "number" ? v : null;
-    } catch {
-      return null;
-    }
+  eligible() {
+    return !!this.rec && !this.disposed && !this.suspended;
   }
-  electionTick() {
-    if (!this.competing || !this.shared || lockManager() || this.disposed)
-      return;
-    const now = Date.now();
-    const cur = this.readLeader();
-    if (cur && cur.id !== this.id && now - cur.at < LEADER_STALE_MS) {
-      if (this.leader)
-        this.stepDown();
-      return;
-    }
-    try {
-      this.store.setItem(this.k("leader"), JSON.stringify({ id: this.id, at: now }));
-    } catch {
-      return;
-    }
-    if (this.leader)
-      return;
-    setTimeout(() => {
-      const again = this.readLeader();
-      if (this.competing && !this.leader && again && again.id === this.id)
-        this.becomeLeader();
-    }, 150);
-  }
-  dropLeaderRecord() {
-    const cur = this.readLeader();
-    if (cur && cur.id === this.id)
-      this.store.removeItem(this.k("leader"));
-    this.post({ t: "leader-gone" });
-  }
-  becomeLeader() {
-    if (this.leader || !this.rec)
-      return;
-    this.leader = true;
-    this.remote = null;
-    this.activity("leader", { leader: true, id: this.id });
-    this.scheduleExpiry();
-    this.startChannel();
+  electionHost() {
+    return {
+      lockName: `${this.key}:channel`,
+      recordKey: this.k("leader"),
+      id: this.id,
+      store: this.store,
+      eligible: () => this.eligible(),
+      alone: () => !this.browser || !this.shared,
+      lead: () => {
+        this.remote = null;
+        this.activity("leader", { leader: true, id: this.id });
+        this.scheduleExpiry();
+        this.startChannel();
+      },
+      lost: () => {
+        this.stopChannel();
+        this.chState = "logged_out";
+        this.activity("leader", { leader: false });
+        this.emitState();
+        this.post({ t: "hello" });
+      },
+      announce: (t) => this.post({ t }),
+      changed: () => this.emitState()
+    };
   }
   /** A stopped leader leaves the election, so another tab (whose connects may work) can lead. */
   giveUpLeadership() {
     if (!this.browser || !this.shared)
       return;
     this.gaveUp = true;
-    this.leaveElection();
-  }
-  stepDown() {
-    if (!this.leader)
-      return;
-    this.stopChannel();
-    this.leader = false;
-    this.chState = "logged_out";
-    this.activity("leader", { leader: false });
-    this.emitState();
-    this.post({ t: "hello" });
-  }
-  leaveElection() {
-    this.competing = false;
-    if (this.electionTimer)
-      clearInterval(this.electionTimer);
-    this.electionTimer = null;
-    if (this.leader && !lockManager() && this.shared && this.browser)
-      this.dropLeaderRecord();
-    this.lockAbort?.abort();
-    this.lockAbort = null;
-    const release = this.releaseLock;
-    this.releaseLock = null;
-    const was = this.leader;
-    this.leader = false;
-    release?.();
-    if (was)
-      this.emitState();
+    this.election.leave();
   }
   // ---- the channel (leader) ----
   startChannel() {

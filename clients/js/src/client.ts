@@ -23,6 +23,8 @@ import { errorOf, isInvalidToken, isOutage, netError, postJson } from './http.js
 import type { Reply } from './http.js';
 import { MemoryStorage, generationOf, identity, makeRec, newer, parseRec, validTokens, webStorage } from './store.js';
 import type { Rec } from './store.js';
+import { Election } from './election.js';
+import type { ElectionHost } from './election.js';
 import { openSse, openWs } from './transport.js';
 import type { ChannelHost, Conn, Outcome } from './transport.js';
 import { autoTransport, isObj, lockManager, randomId } from './util.js';
@@ -41,8 +43,6 @@ type Msg =
   | { t: 'tab?'; id: string }
   | { t: 'tab!'; id: string };
 
-const LEADER_TICK_MS = 1000;
-const LEADER_STALE_MS = 3500;
 /** How long a `storage: 'session'` tab waits for the tab it may be a duplicate of to answer. */
 const DUP_CHECK_MS = 300;
 
@@ -75,11 +75,7 @@ export class Client implements TokenpushClient {
   private suspended = false;
 
   // leadership
-  private leader = false;
-  private competing = false;
-  private lockAbort: AbortController | null = null;
-  private releaseLock: (() => void) | null = null;
-  private electionTimer: ReturnType<typeof setInterval> | null = null;
+  private readonly election: Election;
   /** This tab gave the channel up (`stopped`) and left the election until the page comes back. */
   private gaveUp = false;
   /** `storage: 'session'`: this tab's id in sessionStorage, which a duplicated tab inherits. */
@@ -129,6 +125,7 @@ export class Client implements TokenpushClient {
     this.store =
       typeof s === 'object' ? s : s === 'memory' ? new MemoryStorage() : (webStorage(s) ?? new MemoryStorage());
     this.shared = this.store.shared ?? true;
+    this.election = new Election(this.electionHost());
     const f = opts.fetch ?? (globalThis.fetch as typeof fetch | undefined);
     this.fetchImpl = f
       ? (((input: RequestInfo | URL, init?: RequestInit) => f(input, init)) as typeof fetch)
@@ -368,7 +365,7 @@ export class Client implements TokenpushClient {
     if (this.disposed) return;
     this.disposed = true;
     this.stopChannel();
-    this.leaveElection();
+    this.election.leave();
     for (const u of this.unsubs.splice(0)) u();
     this.bc?.close();
     this.bc = null;
@@ -427,18 +424,11 @@ export class Client implements TokenpushClient {
     if (this.degraded) return;
     const wasLeader = this.leader;
     // Out of the shared election, but a channel this tab already runs stays open.
-    if (this.electionTimer) clearInterval(this.electionTimer);
-    this.electionTimer = null;
-    if (wasLeader && this.shared && this.browser && !lockManager()) this.dropLeaderRecord();
-    this.lockAbort?.abort();
-    this.lockAbort = null;
-    const release = this.releaseLock;
-    this.releaseLock = null;
-    release?.();
+    this.election.detach();
     this.degraded = true;
     this.shared = false;
     if (!wasLeader) {
-      this.competing = false;
+      this.election.competing = false;
       queueMicrotask(() => this.compete());
     }
     this.report(
@@ -546,7 +536,7 @@ export class Client implements TokenpushClient {
     this.rec = null;
     this.clearExpiryTimers();
     this.stopChannel();
-    this.leaveElection();
+    this.election.leave();
     this.gaveUp = false;
     this.chState = 'logged_out';
     if (!had) return;
@@ -830,7 +820,7 @@ export class Client implements TokenpushClient {
           else if (key === this.k('transport')) {
             const v = this.store.getItem(this.k('transport'));
             if (v === 'sse' || v === 'ws') this.applyTransport(v);
-          } else if (key === this.k('leader') && !lockManager()) this.electionTick();
+          } else if (key === this.k('leader') && !lockManager()) this.election.tick();
         }),
       );
     }
@@ -858,7 +848,7 @@ export class Client implements TokenpushClient {
     });
     listen(w, 'pagehide', (e) => {
       if ((e as PageTransitionEvent).persisted) this.suspendPage();
-      else if (this.leader && !lockManager()) this.dropLeaderRecord();
+      else if (this.leader && !lockManager()) this.election.dropRecord();
     });
   }
 
@@ -925,7 +915,7 @@ export class Client implements TokenpushClient {
         if (this.leader) this.loseNext = true;
         break;
       case 'leader-gone':
-        if (!lockManager()) this.electionTick();
+        if (!lockManager()) this.election.tick();
         break;
     }
   }
@@ -945,7 +935,7 @@ export class Client implements TokenpushClient {
     if (!this.rec) return;
     if (this.expiresSoon(this.rec)) this.ensureFresh().catch(() => {});
     else this.scheduleExpiry();
-    if (!lockManager()) this.electionTick();
+    if (!lockManager()) this.election.tick();
     if (this.gaveUp) this.compete(); // it stopped and left the election: try again
     if (!this.leader) return;
     const stale = Date.now() - this.lastSeen > 2 * this.heartbeatMs;
@@ -961,7 +951,7 @@ export class Client implements TokenpushClient {
     // Leave nothing open so the page can enter the back/forward cache.
     this.suspended = true;
     this.stopChannel();
-    this.leaveElection();
+    this.election.leave();
     this.clearExpiryTimers();
     this.bc?.close();
     this.bc = null;
@@ -979,119 +969,53 @@ export class Client implements TokenpushClient {
     }
   }
 
-  // ---- leader election ----
+  // ---- leader election (election.ts) ----
+
+  private get leader(): boolean {
+    return this.election.leader;
+  }
 
   /** Starts competing for the channel (idempotent). */
   private compete() {
-    if (this.disposed || this.suspended || !this.rec || this.competing) return;
-    this.competing = true;
-    this.gaveUp = false;
-    if (!this.browser || !this.shared) {
-      this.becomeLeader();
-      return;
-    }
-    this.post({ t: 'hello' });
-    const locks = lockManager();
-    if (locks) {
-      const abort = new AbortController();
-      this.lockAbort = abort;
-      locks
-        .request(`${this.key}:channel`, { signal: abort.signal }, () => {
-          if (abort.signal.aborted || !this.rec) return;
-          return new Promise<void>((release) => {
-            this.releaseLock = release;
-            this.becomeLeader();
-          });
-        })
-        .catch(() => {})
-        .finally(() => {
-          if (this.lockAbort === abort) this.lockAbort = null;
-        });
-      this.emitState();
-      return;
-    }
-    // No Web Locks (non-secure origin, old browser): a storage election. The leader refreshes
-    // a timestamped record; others take over when it goes stale or the leader says goodbye.
-    this.electionTimer = setInterval(() => this.electionTick(), LEADER_TICK_MS);
-    this.electionTick();
-    this.emitState();
+    if (!this.election.competing && this.eligible()) this.gaveUp = false;
+    this.election.compete();
   }
 
-  private readLeader(): { id: string; at: number } | null {
-    try {
-      const v = JSON.parse(this.store.getItem(this.k('leader')) ?? 'null');
-      return isObj(v) && typeof v.id === 'string' && typeof v.at === 'number' ? (v as { id: string; at: number }) : null;
-    } catch {
-      return null;
-    }
+  private eligible(): boolean {
+    return !!this.rec && !this.disposed && !this.suspended;
   }
 
-  private electionTick() {
-    if (!this.competing || !this.shared || lockManager() || this.disposed) return;
-    const now = Date.now();
-    const cur = this.readLeader();
-    if (cur && cur.id !== this.id && now - cur.at < LEADER_STALE_MS) {
-      if (this.leader) this.stepDown();
-      return;
-    }
-    try {
-      this.store.setItem(this.k('leader'), JSON.stringify({ id: this.id, at: now }));
-    } catch {
-      return; // storage full: no claim; the tabs' channels stay correct, just more of them
-    }
-    if (this.leader) return;
-    // Claimed: confirm shortly, so two tabs claiming at once settle on the last writer.
-    setTimeout(() => {
-      const again = this.readLeader();
-      if (this.competing && !this.leader && again && again.id === this.id) this.becomeLeader();
-    }, 150);
-  }
-
-  private dropLeaderRecord() {
-    const cur = this.readLeader();
-    if (cur && cur.id === this.id) this.store.removeItem(this.k('leader'));
-    this.post({ t: 'leader-gone' });
-  }
-
-  private becomeLeader() {
-    if (this.leader || !this.rec) return;
-    this.leader = true;
-    this.remote = null;
-    this.activity('leader', { leader: true, id: this.id });
-    this.scheduleExpiry();
-    this.startChannel();
+  private electionHost(): ElectionHost {
+    return {
+      lockName: `${this.key}:channel`,
+      recordKey: this.k('leader'),
+      id: this.id,
+      store: this.store,
+      eligible: () => this.eligible(),
+      alone: () => !this.browser || !this.shared,
+      lead: () => {
+        this.remote = null;
+        this.activity('leader', { leader: true, id: this.id });
+        this.scheduleExpiry();
+        this.startChannel();
+      },
+      lost: () => {
+        this.stopChannel();
+        this.chState = 'logged_out';
+        this.activity('leader', { leader: false });
+        this.emitState();
+        this.post({ t: 'hello' });
+      },
+      announce: (t) => this.post({ t }),
+      changed: () => this.emitState(),
+    };
   }
 
   /** A stopped leader leaves the election, so another tab (whose connects may work) can lead. */
   private giveUpLeadership() {
     if (!this.browser || !this.shared) return; // alone: it stays the leader, `stopped`
     this.gaveUp = true;
-    this.leaveElection();
-  }
-
-  private stepDown() {
-    if (!this.leader) return;
-    this.stopChannel();
-    this.leader = false;
-    this.chState = 'logged_out';
-    this.activity('leader', { leader: false });
-    this.emitState();
-    this.post({ t: 'hello' });
-  }
-
-  private leaveElection() {
-    this.competing = false;
-    if (this.electionTimer) clearInterval(this.electionTimer);
-    this.electionTimer = null;
-    if (this.leader && !lockManager() && this.shared && this.browser) this.dropLeaderRecord();
-    this.lockAbort?.abort();
-    this.lockAbort = null;
-    const release = this.releaseLock;
-    this.releaseLock = null;
-    const was = this.leader;
-    this.leader = false;
-    release?.();
-    if (was) this.emitState();
+    this.election.leave();
   }
 
   // ---- the channel (leader) ----
