@@ -306,6 +306,84 @@ var Election = class {
   }
 };
 
+// refresh.js
+var refreshMargin = (rec, skewMs) => Math.min(skewMs, rec.tokens.expires_in * 100);
+var expiresSoon = (rec, skewMs, now = Date.now()) => rec.expiresAt - refreshMargin(rec, skewMs) <= now;
+async function withLock(locks, name, maxWaitMs, fn) {
+  if (!locks)
+    return fn();
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), maxWaitMs);
+  let ran = false;
+  try {
+    return await locks.request(name, { signal: abort.signal }, () => {
+      clearTimeout(timer);
+      ran = true;
+      return fn();
+    });
+  } catch (e) {
+    if (ran)
+      throw e;
+    return fn();
+  } finally {
+    clearTimeout(timer);
+  }
+}
+var ExpiryTimers = class {
+  constructor(host) {
+    this.host = host;
+    this.due = null;
+    this.expiry = null;
+    this.noticedExpiring = null;
+    this.noticedExpired = null;
+    this.retries = 0;
+  }
+  clear() {
+    if (this.due)
+      clearTimeout(this.due);
+    if (this.expiry)
+      clearTimeout(this.expiry);
+    this.due = null;
+    this.expiry = null;
+  }
+  /** (Re)arms the timers for the token the tab holds now. */
+  schedule() {
+    this.clear();
+    const h = this.host;
+    const rec = h.rec();
+    if (!rec || !h.active())
+      return;
+    const margin = refreshMargin(rec, h.skewMs);
+    const spread = h.leader() ? 0 : Math.random() * margin * 0.3;
+    const due = Math.max(0, rec.expiresAt - margin - Date.now() + spread);
+    const access = rec.tokens.access_token;
+    this.expiry = setTimeout(() => {
+      this.expiry = null;
+      if (h.rec()?.tokens.access_token !== access || this.noticedExpired === access)
+        return;
+      this.noticedExpired = access;
+      h.notice("expired", { expiresAt: rec.expiresAt, generation: rec.gen });
+    }, Math.min(Math.max(0, rec.expiresAt - Date.now()), 2 ** 31 - 1));
+    this.due = setTimeout(() => {
+      this.due = null;
+      if (!h.rec())
+        return;
+      h.sync();
+      const cur = h.rec();
+      if (cur && expiresSoon(cur, h.skewMs) && this.noticedExpiring !== cur.tokens.access_token) {
+        this.noticedExpiring = cur.tokens.access_token;
+        h.notice("expiring", { expiresAt: cur.expiresAt, generation: cur.gen });
+      }
+      h.ensureFresh().then(() => this.retries = 0, () => {
+        if (!h.rec() || this.due)
+          return;
+        const wait = Math.min(3e4, 2e3 * 2 ** Math.min(this.retries++, 4));
+        this.due = setTimeout(() => this.schedule(), wait);
+      });
+    }, Math.min(due, 2 ** 31 - 1));
+  }
+};
+
 // sse.js
 var sseStart = () => ({ buf: "", event: "", data: [], id: "" });
 function parseSse(state, chunk) {
@@ -609,11 +687,6 @@ var Client = class {
     this.wsSend = null;
     this.remote = null;
     this.refreshing = null;
-    this.expiryTimer = null;
-    this.expiredTimer = null;
-    this.noticedExpiring = null;
-    this.noticedExpired = null;
-    this.expiryRetries = 0;
     this.lastNetworkReport = 0;
     const g = globalThis;
     this.browser = typeof g.window !== "undefined" && typeof g.document !== "undefined";
@@ -637,6 +710,15 @@ var Client = class {
     this.fetchImpl = f ? ((input, init) => f(input, init)) : (() => Promise.reject(new TypeError("no fetch available")));
     this.onError = opts.onError;
     this.skewMs = opts.skewMs ?? 5e3;
+    this.expiry = new ExpiryTimers({
+      skewMs: this.skewMs,
+      rec: () => this.rec,
+      sync: () => this.sync(),
+      active: () => !this.disposed && !this.suspended,
+      leader: () => this.leader,
+      ensureFresh: () => this.ensureFresh(),
+      notice: (type, detail) => this.emit(type, detail)
+    });
     this.maxBackoffMs = opts.maxBackoffMs ?? 1e4;
     this.maxFailures = opts.maxConnectFailures ?? 5;
     this.timeoutMs = opts.timeoutMs ?? 1e4;
@@ -1050,8 +1132,7 @@ var Client = class {
   }
   // ---- refresh ----
   expiresSoon(rec, now = Date.now()) {
-    const margin = Math.min(this.skewMs, rec.tokens.expires_in * 100);
-    return rec.expiresAt - margin <= now;
+    return expiresSoon(rec, this.skewMs, now);
   }
   /** Refreshes only if, after re-reading storage, the token still needs it. */
   ensureFresh() {
@@ -1075,7 +1156,7 @@ var Client = class {
   async doRefresh(how) {
     if (this.dupCheck)
       await this.dupCheck;
-    return this.withLock(`${this.key}:refresh`, 3e3, async () => {
+    return withLock(this.shared ? lockManager() : null, `${this.key}:refresh`, 3e3, async () => {
       this.sync();
       const mine = this.rec;
       if (!mine)
@@ -1119,68 +1200,11 @@ var Client = class {
   postJson(what, path, opts = {}) {
     return postJson(this.fetchImpl, this.url(path), what, this.timeoutMs, opts);
   }
-  async withLock(name, maxWaitMs, fn) {
-    const locks = this.shared ? lockManager() : null;
-    if (!locks)
-      return fn();
-    const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(), maxWaitMs);
-    let ran = false;
-    try {
-      return await locks.request(name, { signal: abort.signal }, () => {
-        clearTimeout(timer);
-        ran = true;
-        return fn();
-      });
-    } catch (e) {
-      if (ran)
-        throw e;
-      return fn();
-    } finally {
-      clearTimeout(timer);
-    }
-  }
   clearExpiryTimers() {
-    if (this.expiryTimer)
-      clearTimeout(this.expiryTimer);
-    if (this.expiredTimer)
-      clearTimeout(this.expiredTimer);
-    this.expiryTimer = null;
-    this.expiredTimer = null;
+    this.expiry.clear();
   }
   scheduleExpiry() {
-    this.clearExpiryTimers();
-    const rec = this.rec;
-    if (!rec || this.disposed || this.suspended)
-      return;
-    const margin = Math.min(this.skewMs, rec.tokens.expires_in * 100);
-    const spread = this.leader ? 0 : Math.random() * margin * 0.3;
-    const due = Math.max(0, rec.expiresAt - margin - Date.now() + spread);
-    const access = rec.tokens.access_token;
-    this.expiredTimer = setTimeout(() => {
-      this.expiredTimer = null;
-      if (this.rec?.tokens.access_token !== access || this.noticedExpired === access)
-        return;
-      this.noticedExpired = access;
-      this.emit("expired", { expiresAt: rec.expiresAt, generation: rec.gen });
-    }, Math.min(Math.max(0, rec.expiresAt - Date.now()), 2 ** 31 - 1));
-    this.expiryTimer = setTimeout(() => {
-      this.expiryTimer = null;
-      if (!this.rec)
-        return;
-      this.sync();
-      const cur = this.rec;
-      if (cur && this.expiresSoon(cur) && this.noticedExpiring !== cur.tokens.access_token) {
-        this.noticedExpiring = cur.tokens.access_token;
-        this.emit("expiring", { expiresAt: cur.expiresAt, generation: cur.gen });
-      }
-      this.ensureFresh().then(() => this.expiryRetries = 0, () => {
-        if (!this.rec || this.expiryTimer)
-          return;
-        const wait = Math.min(3e4, 2e3 * 2 ** Math.min(this.expiryRetries++, 4));
-        this.expiryTimer = setTimeout(() => this.scheduleExpiry(), wait);
-      });
-    }, Math.min(due, 2 ** 31 - 1));
+    this.expiry.schedule();
   }
   async sendLogout(t) {
     const body = JSON.stringify({ refresh_token: t.refresh_token });

@@ -24,6 +24,7 @@ import type { Reply } from './http.js';
 import { MemoryStorage, generationOf, identity, makeRec, newer, parseRec, validTokens, webStorage } from './store.js';
 import type { Rec } from './store.js';
 import { Election } from './election.js';
+import { ExpiryTimers, expiresSoon, withLock } from './refresh.js';
 import type { ElectionHost } from './election.js';
 import { openSse, openWs } from './transport.js';
 import type { ChannelHost, Conn, Outcome } from './transport.js';
@@ -99,12 +100,8 @@ export class Client implements TokenpushClient {
 
   // refresh
   private refreshing: Promise<Tokens> | null = null;
-  private expiryTimer: ReturnType<typeof setTimeout> | null = null;
-  private expiredTimer: ReturnType<typeof setTimeout> | null = null;
-  /** The access tokens `expiring` / `expired` were last reported for (once per token). */
-  private noticedExpiring: string | null = null;
-  private noticedExpired: string | null = null;
-  private expiryRetries = 0;
+  private readonly expiry: ExpiryTimers;
+
   private lastNetworkReport = 0;
 
   constructor(opts: ClientOptions) {
@@ -132,6 +129,15 @@ export class Client implements TokenpushClient {
       : (((): Promise<Response> => Promise.reject(new TypeError('no fetch available'))) as typeof fetch);
     this.onError = opts.onError;
     this.skewMs = opts.skewMs ?? 5000;
+    this.expiry = new ExpiryTimers({
+      skewMs: this.skewMs,
+      rec: () => this.rec,
+      sync: () => this.sync(),
+      active: () => !this.disposed && !this.suspended,
+      leader: () => this.leader,
+      ensureFresh: () => this.ensureFresh(),
+      notice: (type, detail) => this.emit(type, detail),
+    });
     this.maxBackoffMs = opts.maxBackoffMs ?? 10000;
     this.maxFailures = opts.maxConnectFailures ?? 5;
     this.timeoutMs = opts.timeoutMs ?? 10000;
@@ -548,8 +554,7 @@ export class Client implements TokenpushClient {
   // ---- refresh ----
 
   private expiresSoon(rec: Rec, now = Date.now()) {
-    const margin = Math.min(this.skewMs, rec.tokens.expires_in * 100);
-    return rec.expiresAt - margin <= now;
+    return expiresSoon(rec, this.skewMs, now);
   }
 
   /** Refreshes only if, after re-reading storage, the token still needs it. */
@@ -572,10 +577,7 @@ export class Client implements TokenpushClient {
    */
   private async doRefresh(how: { force: boolean; rejected?: string }): Promise<Tokens> {
     if (this.dupCheck) await this.dupCheck;
-    // Tabs take turns (a Web Lock where there is one) so one tab refreshes and the others then
-    // find the new tokens in storage. The wait is bounded: a frozen tab holding the lock must
-    // not stall everyone (the server's rotation rule makes overlapping refreshes safe anyway).
-    return this.withLock(`${this.key}:refresh`, 3000, async () => {
+    return withLock(this.shared ? lockManager() : null, `${this.key}:refresh`, 3000, async () => {
       this.sync();
       const mine = this.rec;
       if (!mine) throw this.report(new TokenpushError('not_logged_in', 'refresh: not logged in'));
@@ -622,71 +624,12 @@ export class Client implements TokenpushClient {
     return postJson(this.fetchImpl, this.url(path), what, this.timeoutMs, opts);
   }
 
-  private async withLock<T>(name: string, maxWaitMs: number, fn: () => Promise<T>): Promise<T> {
-    const locks = this.shared ? lockManager() : null;
-    if (!locks) return fn();
-    const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(), maxWaitMs);
-    let ran = false;
-    try {
-      return await locks.request(name, { signal: abort.signal }, () => {
-        clearTimeout(timer);
-        ran = true;
-        return fn();
-      });
-    } catch (e) {
-      if (ran) throw e;
-      return fn();
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
   private clearExpiryTimers() {
-    if (this.expiryTimer) clearTimeout(this.expiryTimer);
-    if (this.expiredTimer) clearTimeout(this.expiredTimer);
-    this.expiryTimer = null;
-    this.expiredTimer = null;
+    this.expiry.clear();
   }
 
   private scheduleExpiry() {
-    this.clearExpiryTimers();
-    const rec = this.rec;
-    if (!rec || this.disposed || this.suspended) return;
-    const margin = Math.min(this.skewMs, rec.tokens.expires_in * 100);
-    // Followers spread their fallback refreshes a little; the leader's push normally comes first.
-    const spread = this.leader ? 0 : Math.random() * margin * 0.3;
-    const due = Math.max(0, rec.expiresAt - margin - Date.now() + spread);
-    const access = rec.tokens.access_token;
-    this.expiredTimer = setTimeout(
-      () => {
-        this.expiredTimer = null;
-        if (this.rec?.tokens.access_token !== access || this.noticedExpired === access) return;
-        this.noticedExpired = access;
-        this.emit('expired', { expiresAt: rec.expiresAt, generation: rec.gen });
-      },
-      Math.min(Math.max(0, rec.expiresAt - Date.now()), 2 ** 31 - 1),
-    );
-    this.expiryTimer = setTimeout(() => {
-      this.expiryTimer = null;
-      if (!this.rec) return;
-      this.sync();
-      const cur = this.rec;
-      if (cur && this.expiresSoon(cur) && this.noticedExpiring !== cur.tokens.access_token) {
-        this.noticedExpiring = cur.tokens.access_token;
-        this.emit('expiring', { expiresAt: cur.expiresAt, generation: cur.gen });
-      }
-      this.ensureFresh().then(
-        () => (this.expiryRetries = 0),
-        () => {
-          // Keep the tokens and retry with backoff (2 s doubling to 30 s) unless logged out;
-          // coming back online or visible retries at once.
-          if (!this.rec || this.expiryTimer) return;
-          const wait = Math.min(30000, 2000 * 2 ** Math.min(this.expiryRetries++, 4));
-          this.expiryTimer = setTimeout(() => this.scheduleExpiry(), wait);
-        },
-      );
-    }, Math.min(due, 2 ** 31 - 1));
+    this.expiry.schedule();
   }
 
   private async sendLogout(t: Tokens) {
