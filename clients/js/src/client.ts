@@ -1,7 +1,7 @@
 // The client front: the public API, the tokens this tab holds and how it keeps them in step
-// with storage and the other tabs, refreshes, the leader election and the channel loop. The
-// wire protocols are in transport.ts (SSE parsing in sse.ts), records and storage adapters in
-// store.ts, HTTP in http.ts.
+// with storage and the other tabs, the pull refresh, events and the channel loop. The leader
+// election is in election.ts, refresh timing in refresh.ts, the wire protocols in transport.ts
+// (SSE parsing in sse.ts), records and storage adapters in store.ts, HTTP in http.ts.
 
 import { TokenpushError, decodeClaims } from './index.js';
 import type {

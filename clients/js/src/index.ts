@@ -12,7 +12,8 @@
 // SSE is read with a streaming fetch, not EventSource: it sees the server's `: ping` heartbeat
 // comments (for the liveness watchdog) and the HTTP status of a refused connect (401, 429).
 
-// The modules: client.ts (the front: API, tokens, tabs, refresh, election, channel loop),
+// The modules: client.ts (the front: API, tokens, tabs, pull refresh, channel loop),
+// election.ts (leader tab), refresh.ts (when to refresh, the refresh lock, expiry timers),
 // transport.ts (SSE and WebSocket connections), sse.ts (the SSE parser), store.ts (records and
 // storage adapters), http.ts (POST helper, errors), util.ts. They import this module's public
 // types and its two runtime exports (TokenpushError, decodeClaims): the cycle is harmless, as
