@@ -797,7 +797,7 @@ var Client = class {
   get state() {
     if (!this.rec)
       return "logged_out";
-    return this.leader ? this.chState : this.gaveUp ? "stopped" : "follower";
+    return this.leader ? this.chState : this.gaveUp && !this.remote ? "stopped" : "follower";
   }
   get transport() {
     return this.kind;

@@ -215,7 +215,8 @@ export class Client implements TokenpushClient {
   }
   get state(): ChannelState {
     if (!this.rec) return 'logged_out';
-    return this.leader ? this.chState : this.gaveUp ? 'stopped' : 'follower';
+    // A tab that gave up shows `stopped` until another tab reports that it leads.
+    return this.leader ? this.chState : this.gaveUp && !this.remote ? 'stopped' : 'follower';
   }
   get transport() {
     return this.kind;
