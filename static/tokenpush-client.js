@@ -370,7 +370,11 @@ var ExpiryTimers = class {
         return;
       h.sync();
       const cur = h.rec();
-      if (cur && expiresSoon(cur, h.skewMs) && this.noticedExpiring !== cur.tokens.access_token) {
+      if (cur && !expiresSoon(cur, h.skewMs)) {
+        this.schedule();
+        return;
+      }
+      if (cur && this.noticedExpiring !== cur.tokens.access_token) {
         this.noticedExpiring = cur.tokens.access_token;
         h.notice("expiring", { expiresAt: cur.expiresAt, generation: cur.gen });
       }

@@ -93,7 +93,13 @@ export class ExpiryTimers {
       if (!h.rec()) return;
       h.sync();
       const cur = h.rec();
-      if (cur && expiresSoon(cur, h.skewMs) && this.noticedExpiring !== cur.tokens.access_token) {
+      // Timers may fire a little early by the wall clock (Node measures from the loop's cached
+      // time; browsers adjust clocks): not due yet means arm again, not skip this token.
+      if (cur && !expiresSoon(cur, h.skewMs)) {
+        this.schedule();
+        return;
+      }
+      if (cur && this.noticedExpiring !== cur.tokens.access_token) {
         this.noticedExpiring = cur.tokens.access_token;
         h.notice('expiring', { expiresAt: cur.expiresAt, generation: cur.gen });
       }

@@ -332,3 +332,16 @@ tst('20: expiring, renew_error and expired events when no new token comes', asyn
   // Once per access token, however often the refresh is retried.
   assert.equal(seen.filter((k) => k !== 'renew_error:temporarily_unavailable').join(), 'expiring,expired');
 });
+
+tst('20: a refresh timer that fires early by the wall clock arms again (old: skipped, the token expired unrenewed)', async () => {
+  const server = new FakeServer();
+  server.handlers['/auth/login'] = () => server.json(200, tokens('s1', 0, { ttl: 2 }));
+  const c = make(server);
+  await c.login('alice', 'pw');
+  // The wall clock steps back 500 ms (NTP, or Node's timers measuring from a stale loop time).
+  const realNow = Date.now;
+  Date.now = () => realNow() - 500;
+  cleanup.push(() => (Date.now = realNow));
+  await until(() => server.count('/auth/refresh') === 1, 5000, 'pull refresh');
+  assert.equal(gen(c), 1);
+});
