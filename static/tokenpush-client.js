@@ -436,10 +436,13 @@ async function openSse(host, rec, ticket) {
   const abort = new AbortController();
   let closedWith = null;
   let wasLive = false;
+  let reader = null;
   const close = (why) => {
     if (closedWith === null)
       closedWith = why;
     abort.abort();
+    reader?.cancel().catch(() => {
+    });
   };
   const conn = { close };
   host.attach(conn);
@@ -466,7 +469,8 @@ async function openSse(host, rec, ticket) {
       const err = await errorFrom(r, "channel");
       return r.status >= 500 ? { kind: "network", error: err } : { kind: "refused", error: err };
     }
-    const reader = r.body.getReader();
+    reader = r.body.getReader();
+    const body = reader;
     const dec = new TextDecoder();
     let parser = sseStart();
     let result = null;
@@ -500,7 +504,7 @@ async function openSse(host, rec, ticket) {
     };
     try {
       while (result === null) {
-        const { value, done } = await reader.read();
+        const { value, done } = await body.read();
         if (done)
           break;
         host.seen();

@@ -60,9 +60,12 @@ export async function openSse(host: ChannelHost, rec: Rec, ticket: string): Prom
   const abort = new AbortController();
   let closedWith: string | null = null;
   let wasLive = false;
+  let reader: ReadableStreamDefaultReader<Uint8Array> | null = null;
   const close = (why: string) => {
     if (closedWith === null) closedWith = why;
     abort.abort();
+    // Ends a pending read even where the body ignores the abort (a stalled stream, a custom fetch).
+    reader?.cancel().catch(() => {});
   };
   const conn: Conn = { close };
   host.attach(conn);
@@ -92,7 +95,8 @@ export async function openSse(host: ChannelHost, rec: Rec, ticket: string): Prom
       const err = await errorFrom(r, 'channel');
       return r.status >= 500 ? { kind: 'network', error: err } : { kind: 'refused', error: err };
     }
-    const reader = r.body.getReader();
+    reader = r.body.getReader();
+    const body = reader;
     const dec = new TextDecoder();
     let parser = sseStart();
     let result: Outcome | null = null;
@@ -126,7 +130,7 @@ export async function openSse(host: ChannelHost, rec: Rec, ticket: string): Prom
     };
     try {
       while (result === null) {
-        const { value, done } = await reader.read();
+        const { value, done } = await body.read();
         if (done) break;
         host.seen(); // data or a `: ping` heartbeat comment
         if (!host.current()) break;

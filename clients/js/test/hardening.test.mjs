@@ -345,3 +345,21 @@ tst('20: a refresh timer that fires early by the wall clock arms again (old: ski
   await until(() => server.count('/auth/refresh') === 1, 5000, 'pull refresh');
   assert.equal(gen(c), 1);
 });
+
+tst('20: the watchdog ends a stalled SSE body even when the body ignores the abort (old: the read hung)', async () => {
+  const server = new FakeServer();
+  let n = 0;
+  server.handlers['/events'] = (rec) => {
+    if (++n > 1) return server.openStream(rec);
+    // A `ready` with a 1 s heartbeat, then silence; this body never reacts to the abort signal.
+    const enc = new TextEncoder();
+    const body = new ReadableStream({
+      start: (c) => c.enqueue(enc.encode('event: ready\ndata: {"heartbeat_secs":1}\n\n')),
+    });
+    return new Response(body, { status: 200, headers: { 'content-type': 'text/event-stream' } });
+  };
+  const c = make(server, { maxBackoffMs: 20 });
+  await c.login('alice', 'pw');
+  await until(() => server.count('/events') === 2, 6000, 'reconnected after the missed heartbeats');
+  await until(() => c.state === 'live', 1000, 'live again');
+});
