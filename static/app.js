@@ -1,6 +1,6 @@
 // The demo page: wires the tokenpush client to the DOM. Token logic lives in
 // tokenpush-client.js; the timeline drawing in timeline.js; the admin console in admin.js.
-import { createClient } from '/tokenpush-client.js';
+import { createClient, decodeClaims } from '/tokenpush-client.js';
 import { Timeline } from '/timeline.js';
 import { AdminConsole } from '/admin.js';
 
@@ -26,17 +26,6 @@ const ENDED = {
   admin: 'An admin revoked this session. Every tab was told at once.',
   expired: 'The session expired.',
 };
-
-/** Decodes a JWT's claims for display (UTF-8 safe; the server does the verifying). */
-function decodeClaims(jwt) {
-  try {
-    const part = jwt.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-    const bin = atob(part + '='.repeat((4 - (part.length % 4)) % 4));
-    return JSON.parse(new TextDecoder().decode(Uint8Array.from(bin, (c) => c.charCodeAt(0))));
-  } catch {
-    return null;
-  }
-}
 
 const clock = (ms = Date.now()) => new Date(ms).toLocaleTimeString([], { hour12: false });
 const secs = (ms) => `${Math.max(0, ms / 1000).toFixed(ms < 10000 ? 1 : 0)} s`;

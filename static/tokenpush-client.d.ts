@@ -82,6 +82,21 @@ export interface Events {
         at: number;
         detail?: any;
     };
+    /**
+     * The access token is within the refresh margin of its expiry and no newer one came: the
+     * client pulls a refresh now (once per access token).
+     */
+    expiring: {
+        expiresAt: number;
+        generation: number;
+    };
+    /** The access token expired and no newer one came (once per access token). */
+    expired: {
+        expiresAt: number;
+        generation: number;
+    };
+    /** A refresh failed (the tokens are kept; background refreshes retry with backoff). */
+    renew_error: TokenpushError;
 }
 /** Channel activity, for timelines and debugging views. */
 export type ActivityKind = 'push' | 'ack' | 'pull' | 'reconnect' | 'resume' | 'push_ignored' | 'channel_open' | 'channel_closed' | 'leader';
@@ -105,6 +120,11 @@ export interface ClientOptions {
     maxBackoffMs?: number;
     /** Consecutive refused connects (401/403/429 on ticket or channel) before giving up; default 5. */
     maxConnectFailures?: number;
+    /**
+     * Limit on each request the client makes (login, refresh, ticket, ack, logout, renew) and on a
+     * channel connect until it opens; default 10000. A hung request fails with code `timeout`.
+     */
+    timeoutMs?: number;
 }
 /** Channel details as this tab knows them (a follower reports the leader's channel). */
 export interface ChannelInfo {
@@ -113,8 +133,20 @@ export interface ChannelInfo {
     leaderId: string | null;
     connectionId?: string;
 }
-/** Auth state changes in the shape other auth clients use. */
-export type AuthChangeEvent = 'SIGNED_IN' | 'TOKEN_REFRESHED' | 'SIGNED_OUT';
+/**
+ * Auth state changes in the shape other auth clients use (supabase-js): `INITIAL_SESSION` once
+ * on subscribe, `USER_UPDATED` when new tokens carry different claims (roles, name, …).
+ */
+export type AuthChangeEvent = 'INITIAL_SESSION' | 'SIGNED_IN' | 'TOKEN_REFRESHED' | 'USER_UPDATED' | 'SIGNED_OUT';
+/** The current session, shaped like supabase-js's `Session`. */
+export interface Session extends Tokens {
+    /** Local-clock expiry of the access token, in seconds since the epoch. */
+    expires_at: number;
+    /** The access token's claims (not verified here). */
+    user: Claims | null;
+    /** The refresh-token generation. */
+    generation: number;
+}
 /** The client. Create it with `createClient`. */
 export interface TokenpushClient {
     /** Logs in; a different session already stored here (any tab) is replaced and logged out. */
@@ -123,8 +155,16 @@ export interface TokenpushClient {
     logout(): Promise<void>;
     /** A valid access token, refreshing single-flight if it is about to expire; null when logged out. */
     getAccessToken(): Promise<string | null>;
-    /** Pull refresh now (single-flight). Rejects with `TokenpushError` on failure. */
-    refresh(): Promise<Tokens>;
+    /**
+     * Pull refresh now (single-flight). Rejects with `TokenpushError` on failure. With `rejected`
+     * (an access token a server refused) it refreshes only if storage still holds that token:
+     * another tab may already have a newer one.
+     */
+    refresh(opts?: {
+        rejected?: string;
+    }): Promise<Tokens>;
+    /** The session after re-reading storage, refreshed first when about to expire; null when logged out. */
+    getSession(): Promise<Session | null>;
     /**
      * `fetch` that adds `Authorization: Bearer` for the server's origin only, and retries once
      * after a 401 `invalid_token` with a refreshed token. Other origins get the request untouched.
@@ -142,6 +182,7 @@ export interface TokenpushClient {
     setTransport(kind: TransportKind): void;
     /** Subscribes to an event; returns the unsubscribe function. */
     on<K extends keyof Events>(type: K, cb: (detail: Events[K]) => void): () => void;
+    /** Auth state changes; the callback first gets `INITIAL_SESSION` (asynchronously). */
     onAuthStateChange(cb: (event: AuthChangeEvent, tokens: Tokens | null) => void): () => void;
     /** Closes the channel, leaves the election, removes every listener and timer. */
     dispose(): void;

@@ -80,11 +80,11 @@ export function attachAxios(instance: AxiosLikeInstance, client: TokenpushClient
   const refreshOnce = (rejected: string | undefined): Promise<string | null> => {
     if (!refreshing) {
       refreshing = (async () => {
-        const now = client.tokens?.access_token ?? null;
-        // Another request (or tab) already moved on from the rejected token: use the new one.
-        if (now && rejected !== `Bearer ${now}`) return now;
+        // The client re-reads storage and refreshes only if it still holds the rejected token:
+        // another request (or tab) may already have moved on, then its token is used.
+        const token = rejected && /^Bearer\s+/i.test(rejected) ? rejected.replace(/^Bearer\s+/i, '') : undefined;
         try {
-          return (await client.refresh()).access_token;
+          return (await client.refresh(token === undefined ? {} : { rejected: token })).access_token;
         } catch {
           return null;
         }

@@ -464,7 +464,7 @@ test('debug hooks: loseNextPush ignores (no apply, no ack) one push; requestPush
   assert.deepEqual(kinds.slice(0, 2), ['push_ignored', 'push']);
 });
 
-test('onAuthStateChange reports SIGNED_IN, TOKEN_REFRESHED, SIGNED_OUT and unsubscribes', async () => {
+test('onAuthStateChange reports INITIAL_SESSION, SIGNED_IN, TOKEN_REFRESHED, SIGNED_OUT and unsubscribes', async () => {
   const server = new FakeServer();
   const c = make(server);
   const seen = [];
@@ -474,7 +474,7 @@ test('onAuthStateChange reports SIGNED_IN, TOKEN_REFRESHED, SIGNED_OUT and unsub
   await c.logout();
   off();
   await c.login('alice', 'pw');
-  assert.deepEqual(seen, ['SIGNED_IN', 'TOKEN_REFRESHED', 'SIGNED_OUT']);
+  assert.deepEqual(seen, ['INITIAL_SESSION', 'SIGNED_IN', 'TOKEN_REFRESHED', 'SIGNED_OUT']);
 });
 
 test('revocation reason reaches other tabs even when the storage event beats the broadcast', async () => {

@@ -2,7 +2,7 @@
 // (resolved through package.json "exports", like an installed dependency).
 import axios from 'axios';
 import { createClient, decodeClaims, TokenpushError } from 'tokenpush-client';
-import type { ChannelState, Events, StorageAdapter, Tokens, TokenpushClient } from 'tokenpush-client';
+import type { AuthChangeEvent, ChannelState, Events, Session, StorageAdapter, Tokens, TokenpushClient } from 'tokenpush-client';
 import { attachAxios } from 'tokenpush-client/axios';
 
 const memory = new Map<string, string>();
@@ -30,6 +30,14 @@ async function main(): Promise<void> {
   client.on('revoked', (d) => console.log(d.reason));
   client.on('activity', (a) => console.log(a.kind, a.at));
   const unsub: () => void = client.onAuthStateChange((event, tokens) => console.log(event, tokens?.session_id));
+  client.onAuthStateChange((event: AuthChangeEvent) => event === 'INITIAL_SESSION' || event === 'USER_UPDATED');
+  const session: Session | null = await client.getSession();
+  console.log(session?.expires_at, session?.user?.sub, session?.generation, session?.access_token);
+  const again: Tokens = await client.refresh({ rejected: access ?? '' });
+  client.on('expiring', (d: Events['expiring']) => console.log(d.expiresAt, d.generation));
+  client.on('expired', (d) => console.log(d.expiresAt));
+  client.on('renew_error', (e: TokenpushError) => console.log(e.code, again.session_id));
+  createClient({ timeoutMs: 5000 });
   off();
   unsub();
   client.setTransport('ws');
