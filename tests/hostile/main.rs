@@ -1,5 +1,5 @@
 //! Hostile and broken clients (issue 10): each module attacks one surface of the real binary
-//! without a credential and checks that the server holds.
+//! without a credential and checks that the server holds. `round2` is issue 19.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -8,3 +8,4 @@ mod conn;
 mod login;
 mod misc;
 mod sessions;
+mod round2;
