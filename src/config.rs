@@ -681,13 +681,24 @@ mod tests {
             mask_url("http://u:p@h/check?token=s3cret&x&y=1"),
             "http://***@h/check?token=***&x&y=***"
         );
-        assert_eq!(mask_url("http://h/check?token=s3cret"), "http://h/check?token=***");
+        assert_eq!(
+            mask_url("http://h/check?token=s3cret"),
+            "http://h/check?token=***"
+        );
         assert_eq!(mask_url("sqlite"), "sqlite");
     }
 
     #[test]
     fn origins_lose_a_trailing_slash_at_startup() {
-        let c = parse(&["tokenpush", "--allowed-origins", "https://b.example/,http://a,*"]).unwrap();
-        assert_eq!(c.allowed_origins, vec!["https://b.example", "http://a", "*"]);
+        let c = parse(&[
+            "tokenpush",
+            "--allowed-origins",
+            "https://b.example/,http://a,*",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.allowed_origins,
+            vec!["https://b.example", "http://a", "*"]
+        );
     }
 }

@@ -129,7 +129,10 @@ impl LoginHook {
             || sub.len() > MAX_SUB
             || answer.name.as_ref().is_some_and(|n| n.len() > MAX_NAME)
             || answer.roles.len() > MAX_ROLES
-            || answer.roles.iter().any(|r| r.is_empty() || r.len() > MAX_ROLE)
+            || answer
+                .roles
+                .iter()
+                .any(|r| r.is_empty() || r.len() > MAX_ROLE)
         {
             return Verdict::Unavailable("200 with an empty or oversized sub/name/roles".into());
         }

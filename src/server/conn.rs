@@ -270,9 +270,9 @@ impl AsyncRead for ClientIo {
         if let Poll::Ready(Ok(())) = r {
             if me.meter.armed() {
                 let n = (buf.filled().len() - before) as f64;
-                let budget = me
-                    .budget
-                    .get_or_insert_with(|| Bucket::new(limits::WS_READ_BURST, limits::WS_READ_PER_SEC));
+                let budget = me.budget.get_or_insert_with(|| {
+                    Bucket::new(limits::WS_READ_BURST, limits::WS_READ_PER_SEC)
+                });
                 if !budget.take(n) {
                     return Poll::Ready(Err(std::io::Error::other(limits::READ_RATE_EXCEEDED)));
                 }

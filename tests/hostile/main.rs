@@ -7,5 +7,5 @@ mod common;
 mod conn;
 mod login;
 mod misc;
-mod sessions;
 mod round2;
+mod sessions;

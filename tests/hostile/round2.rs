@@ -24,11 +24,18 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 /// Samples the server's RSS every 50 ms until `stop`; returns the peak in KiB.
-fn rss_sampler(pid: u32) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<u64>) {
+fn rss_sampler(
+    pid: u32,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<u64>,
+) {
     let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
     let h = tokio::spawn(async move {
         let mut peak = rss_kib(pid);
@@ -79,7 +86,11 @@ async fn raw_ws(app: &TestApp, ticket: &str) -> TcpStream {
         assert_eq!(sock.read(&mut b).await.unwrap(), 1, "handshake cut short");
         head.push(b[0]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
     sock
 }
 
@@ -87,7 +98,10 @@ async fn raw_ws(app: &TestApp, ticket: &str) -> TcpStream {
 fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
     assert!(payload.len() < 126);
     let mask = [0x11, 0x22, 0x33, 0x44];
-    let mut f = vec![opcode | if fin { 0x80 } else { 0 }, 0x80 | payload.len() as u8];
+    let mut f = vec![
+        opcode | if fin { 0x80 } else { 0 },
+        0x80 | payload.len() as u8,
+    ];
     f.extend_from_slice(&mask);
     f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     f
@@ -112,7 +126,10 @@ fn close_code(bytes: &[u8]) -> Option<u16> {
     while i + 2 <= bytes.len() {
         let (op, len) = (bytes[i] & 0x0f, (bytes[i + 1] & 0x7f) as usize);
         let (start, len) = match len {
-            126 if i + 4 <= bytes.len() => (i + 4, u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]) as usize),
+            126 if i + 4 <= bytes.len() => (
+                i + 4,
+                u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]) as usize,
+            ),
             126 | 127 => return None,
             n => (i + 2, n),
         };
@@ -138,7 +155,12 @@ async fn ws_ping_flood_that_never_reads_is_closed_and_memory_stays_bounded() {
     let base = rss_kib(pid);
     let (stop, peak) = rss_sampler(pid);
     let ping = frame(0x9, true, &[b'p'; 125]);
-    let chunk: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 2000).collect();
+    let chunk: Vec<u8> = ping
+        .iter()
+        .copied()
+        .cycle()
+        .take(ping.len() * 2000)
+        .collect();
     let floods = socks.into_iter().map(|mut s| {
         let chunk = chunk.clone();
         tokio::spawn(async move { flood_until_closed(&mut s, &chunk, 5 * S).await })
@@ -213,7 +235,10 @@ async fn dribbled_and_stalled_request_bodies_end_at_the_body_timeout() {
         }));
     }
     for c in conns {
-        let got = c.await.unwrap().expect("connection closed within the body timeout");
+        let got = c
+            .await
+            .unwrap()
+            .expect("connection closed within the body timeout");
         let text = String::from_utf8_lossy(&got);
         assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     }
@@ -248,7 +273,9 @@ async fn connections_over_the_cap_are_refused_at_accept() {
     }
     tokio::time::sleep(S / 4).await;
     let mut over = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
-    let got = read_to_close(&mut over, 2 * S).await.expect("closed at once");
+    let got = read_to_close(&mut over, 2 * S)
+        .await
+        .expect("closed at once");
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 503"), "{text:?}");
     assert!(text.contains("retry-after: 1") && text.contains("temporarily_unavailable"));
@@ -261,10 +288,16 @@ async fn connections_over_the_cap_are_refused_at_accept() {
                 break r.text().await.unwrap();
             }
         }
-        assert!(t.elapsed() < 5 * S, "no place after the held sockets closed");
+        assert!(
+            t.elapsed() < 5 * S,
+            "no place after the held sockets closed"
+        );
         tokio::time::sleep(S / 10).await;
     };
-    assert!(metrics.contains("tokenpush_connections_refused_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("tokenpush_connections_refused_total 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("tokenpush_connections_open"), "{metrics}");
 }
 
@@ -282,7 +315,10 @@ async fn huge_request_heads_get_431_and_cost_little() {
         );
         let _ = s.write_all(head.as_bytes()).await;
         let got = read_to_close(&mut s, 5 * S).await.unwrap_or_default();
-        String::from_utf8_lossy(&got).chars().take(12).collect::<String>()
+        String::from_utf8_lossy(&got)
+            .chars()
+            .take(12)
+            .collect::<String>()
     };
     assert_eq!(ask(12 * 1024).await, "HTTP/1.1 200");
     assert_eq!(ask(390 * 1024).await, "HTTP/1.1 431");
@@ -326,14 +362,18 @@ async fn hostile_hook() -> (String, Arc<AtomicUsize>) {
             most.fetch_max(n, Ordering::SeqCst);
             let user = q["username"].as_str().unwrap_or("").to_string();
             let resp = match user.as_str() {
-                "big" => axum::Json(json!({"sub": "big", "name": "n".repeat(1 << 20)})).into_response(),
+                "big" => {
+                    axum::Json(json!({"sub": "big", "name": "n".repeat(1 << 20)})).into_response()
+                }
                 "roles" => axum::Json(json!({"sub": "roles", "roles": vec!["r".repeat(1024); 32]}))
                     .into_response(),
                 "stream" => {
                     let chunk = axum::body::Bytes::from(vec![b' '; 1 << 20]);
                     let body = futures::stream::iter(
-                        std::iter::once(Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"{\"sub\":\"s\",\"name\":\"")))
-                            .chain(std::iter::repeat_n(chunk, 128).map(Ok)),
+                        std::iter::once(Ok::<_, std::io::Error>(axum::body::Bytes::from_static(
+                            b"{\"sub\":\"s\",\"name\":\"",
+                        )))
+                        .chain(std::iter::repeat_n(chunk, 128).map(Ok)),
                     );
                     (StatusCode::OK, Body::from_stream(body)).into_response()
                 }
@@ -365,7 +405,10 @@ async fn login_hook_answers_and_calls_are_bounded() {
     };
     for user in ["big", "roles"] {
         let (st, body) = login(user).await;
-        assert_eq!(st, 503, "{user}: oversized claims are never a login: {body}");
+        assert_eq!(
+            st, 503,
+            "{user}: oversized claims are never a login: {body}"
+        );
     }
     let base = rss_kib(pid);
     let (stop, peak) = rss_sampler(pid);
@@ -375,7 +418,10 @@ async fn login_hook_answers_and_calls_are_bounded() {
     assert_eq!(st, 503);
     eprintln!("128 MiB hook answer: RSS {base} KiB → peak {peak} KiB");
     // The login's own (dummy) argon2 check maps 19 MiB while it runs.
-    assert!(peak < base + 48 * 1024, "RSS {base} → {peak} KiB reading a hook answer");
+    assert!(
+        peak < base + 48 * 1024,
+        "RSS {base} → {peak} KiB reading a hook answer"
+    );
 
     // 150 logins at a hook that takes 3 s: at most 32 calls at once; the rest wait or get
     // 503 with Retry-After.
@@ -423,12 +469,18 @@ async fn a_burst_of_correct_logins_does_not_lock_the_account() {
         .into_iter()
         .map(Result::unwrap)
         .collect();
-    assert!(statuses.iter().all(|s| [200, 429, 503].contains(s)), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| [200, 429, 503].contains(s)),
+        "{statuses:?}"
+    );
     assert!(statuses.contains(&200));
     // The burst over, the right password works at once, again and again.
     for _ in 0..12 {
         let (st, body) = app
-            .post_json("/auth/login", json!({"username": "bob", "password": PASSWORD}))
+            .post_json(
+                "/auth/login",
+                json!({"username": "bob", "password": PASSWORD}),
+            )
             .await;
         assert_eq!(st, 200, "after a burst of correct logins: {body}");
     }
@@ -438,7 +490,12 @@ async fn a_burst_of_correct_logins_does_not_lock_the_account() {
 #[test]
 fn config_check_masks_query_values_and_shows_the_new_limits() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokenpush"))
-        .args(["--login-hook", "http://127.0.0.1:9/check?token=s3cr3t-value&v=2", "config", "check"])
+        .args([
+            "--login-hook",
+            "http://127.0.0.1:9/check?token=s3cr3t-value&v=2",
+            "config",
+            "check",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -465,7 +522,13 @@ fn a_binary_service_key_is_refused_at_startup() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("service.key");
-    std::fs::write(&key, [0x00, 0xff, 0x10, 0x80, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0xfe, 0xc3, 0x28]).unwrap();
+    std::fs::write(
+        &key,
+        [
+            0x00, 0xff, 0x10, 0x80, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0xfe, 0xc3, 0x28,
+        ],
+    )
+    .unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tokenpush"))
         .args(["--listen", "127.0.0.1:0", "--store", "memory"])
@@ -503,7 +566,12 @@ async fn a_flood_of_empty_fragments_is_closed_early() {
     let mut sock = raw_ws(&app, &t).await;
     sock.write_all(&frame(0x1, false, b"")).await.unwrap();
     let cont = frame(0x0, false, b"");
-    let chunk: Vec<u8> = cont.iter().copied().cycle().take(cont.len() * 20_000).collect();
+    let chunk: Vec<u8> = cont
+        .iter()
+        .copied()
+        .cycle()
+        .take(cont.len() * 20_000)
+        .collect();
     let start = Instant::now();
     // 120 KB of fragments, then read what the server says.
     sock.write_all(&chunk).await.unwrap();

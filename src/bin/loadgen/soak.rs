@@ -31,7 +31,10 @@ struct Tally {
 
 impl Tally {
     fn status(&self, shape: &str, status: u16) {
-        *self.statuses.entry(format!("{shape} {status}")).or_default() += 1;
+        *self
+            .statuses
+            .entry(format!("{shape} {status}"))
+            .or_default() += 1;
     }
 }
 
@@ -46,7 +49,9 @@ async fn hook() -> String {
                 let body =
                     futures::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
                 let head = futures::stream::once(async {
-                    Ok(axum::body::Bytes::from_static(b"{\"sub\":\"s\",\"name\":\""))
+                    Ok(axum::body::Bytes::from_static(
+                        b"{\"sub\":\"s\",\"name\":\"",
+                    ))
                 });
                 use futures::StreamExt;
                 axum::body::Body::from_stream(head.chain(body)).into_response()
@@ -70,7 +75,10 @@ async fn hook() -> String {
 /// A masked client frame with a payload under 126 bytes.
 fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
     let mask = [7u8, 1, 9, 3];
-    let mut f = vec![opcode | if fin { 0x80 } else { 0 }, 0x80 | payload.len() as u8];
+    let mut f = vec![
+        opcode | if fin { 0x80 } else { 0 },
+        0x80 | payload.len() as u8,
+    ];
     f.extend_from_slice(&mask);
     f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     f
@@ -80,12 +88,18 @@ fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
 async fn ticket(addr: SocketAddr, src: usize) -> Option<String> {
     let mut http = Http::open(addr, src).await.ok()?;
     let body = json!({"username": "bench", "password": "bench", "device_id": "attacker"});
-    let (st, t) = http.call("POST", "/auth/login", None, Some(&body)).await.ok()?;
+    let (st, t) = http
+        .call("POST", "/auth/login", None, Some(&body))
+        .await
+        .ok()?;
     if st != 200 {
         return None;
     }
     let rt = json!({"refresh_token": t["refresh_token"]});
-    let (st, t) = http.call("POST", "/auth/ticket", None, Some(&rt)).await.ok()?;
+    let (st, t) = http
+        .call("POST", "/auth/ticket", None, Some(&rt))
+        .await
+        .ok()?;
     (st == 200).then(|| t["ticket"].as_str().unwrap_or("").to_string())
 }
 
@@ -112,9 +126,10 @@ async fn raw_ws(addr: SocketAddr, src: usize) -> Option<TcpStream> {
 /// Writes `chunk` until the server closes or `stop`; never reads.
 async fn flood(mut s: TcpStream, chunk: &[u8], stop: &AtomicBool) -> bool {
     while !stop.load(Ordering::Relaxed) {
-        match tokio::time::timeout(Duration::from_millis(500), s.write_all(chunk)).await {
-            Ok(Err(_)) => return true,
-            Ok(Ok(())) | Err(_) => {}
+        if let Ok(Err(_)) =
+            tokio::time::timeout(Duration::from_millis(500), s.write_all(chunk)).await
+        {
+            return true;
         }
     }
     false
@@ -130,7 +145,13 @@ async fn status(s: &mut TcpStream, wait: Duration) -> Option<u16> {
 }
 
 /// One attacker: repeats its shape until `stop`.
-async fn attacker(addr: SocketAddr, shape: usize, k: usize, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
+async fn attacker(
+    addr: SocketAddr,
+    shape: usize,
+    k: usize,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+) {
     let src = k % ATTACKER_SOURCES + 50;
     let pings = frame(0x9, true, &[b'p'; 125]).repeat(512);
     let fragments = frame(0x0, false, b"").repeat(8192);
@@ -140,20 +161,28 @@ async fn attacker(addr: SocketAddr, shape: usize, k: usize, stop: Arc<AtomicBool
         let closed = match shape {
             // 1: protocol pings, never reading.
             0 => match raw_ws(addr, src).await {
-                Some(s) => flood(s, &pings, &stop).await,
+                Some(s) => {
+                    let closed = flood(s, &pings, &stop).await;
+                    tally.status("ws ping flood closed", u16::from(closed));
+                    closed
+                }
                 None => false,
             },
             // 6: empty continuation fragments.
             1 => match raw_ws(addr, src).await {
                 Some(mut s) => {
                     let _ = s.write_all(&frame(0x1, false, b"")).await;
-                    flood(s, &fragments, &stop).await
+                    let closed = flood(s, &fragments, &stop).await;
+                    tally.status("ws fragment flood closed", u16::from(closed));
+                    closed
                 }
                 None => false,
             },
             // 2: a body dribbled a byte every 3 s.
             2 => {
-                let Ok(mut s) = connect(addr, src).await else { continue };
+                let Ok(mut s) = connect(addr, src).await else {
+                    continue;
+                };
                 let _ = s
                     .write_all(b"POST /auth/login HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 16000\r\n\r\n{")
                     .await;
@@ -171,7 +200,9 @@ async fn attacker(addr: SocketAddr, shape: usize, k: usize, stop: Arc<AtomicBool
             }
             // 3: a 390 KiB head that never ends.
             3 => {
-                let Ok(mut s) = connect(addr, src).await else { continue };
+                let Ok(mut s) = connect(addr, src).await else {
+                    continue;
+                };
                 let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nx-big: ").await;
                 let _ = tokio::time::timeout(Duration::from_secs(2), s.write_all(&big)).await;
                 let st = status(&mut s, TIMEOUT + Duration::from_secs(2)).await;
@@ -182,7 +213,9 @@ async fn attacker(addr: SocketAddr, shape: usize, k: usize, stop: Arc<AtomicBool
             }
             // 7 and issue 10: `GET /event` dribbled, then not `/events`; stalled prefixes.
             4 => {
-                let Ok(mut s) = connect(addr, src).await else { continue };
+                let Ok(mut s) = connect(addr, src).await else {
+                    continue;
+                };
                 for b in b"GET /event" {
                     let _ = s.write_all(&[*b]).await;
                     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -198,7 +231,9 @@ async fn attacker(addr: SocketAddr, shape: usize, k: usize, stop: Arc<AtomicBool
             // correct logins for one user from one address.
             _ => {
                 let user = ["stream", "big", "nobody", "bench"][k % 4];
-                let Ok(mut http) = Http::open(addr, src).await else { continue };
+                let Ok(mut http) = Http::open(addr, src).await else {
+                    continue;
+                };
                 let body = json!({"username": user, "password": if user == "bench" { "bench" } else { "x" }});
                 match http.call("POST", "/auth/login", None, Some(&body)).await {
                     Ok((st, _)) => tally.status(&format!("login {user}"), st),
@@ -214,13 +249,28 @@ async fn attacker(addr: SocketAddr, shape: usize, k: usize, stop: Arc<AtomicBool
 }
 
 /// Runs the soak; true when every check held.
-pub async fn soak(bin: &str, honest: usize, per_shape: usize, attack: Duration, max_rss_mib: u64) -> bool {
+pub async fn soak(
+    bin: &str,
+    honest: usize,
+    per_shape: usize,
+    attack: Duration,
+    max_rss_mib: u64,
+) -> bool {
     let hook = hook().await;
     let ttl = Duration::from_secs(15);
     let lead_ms: i64 = 10_000;
     let server = Server::start(
         bin,
-        &["--access-ttl", "15s", "--renew-lead", "10s", "--heartbeat", "15s", "--login-hook", &hook],
+        &[
+            "--access-ttl",
+            "15s",
+            "--renew-lead",
+            "10s",
+            "--heartbeat",
+            "15s",
+            "--login-hook",
+            &hook,
+        ],
     );
     let addr = server.addr;
     println!(
@@ -230,17 +280,27 @@ pub async fn soak(bin: &str, honest: usize, per_shape: usize, attack: Duration, 
     let sessions = login_many(addr, "bench", honest).await;
     let tks = tickets(addr, &sessions).await;
     let counters = Arc::new(Counters::default());
-    let (handles, stop_honest, _) = open_channels(addr, tks, honest / 2, 256, counters.clone()).await;
+    let (handles, stop_honest, _) =
+        open_channels(addr, tks, honest / 2, 256, counters.clone()).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (fds_before, rss_before, cpu_before) = (server.fds(), server.rss_kib(), server.cpu_secs());
-    println!("honest channels open: {} (fds {fds_before}, RSS {rss_before} KiB)", counters.ready.load(Ordering::Relaxed));
+    println!(
+        "honest channels open: {} (fds {fds_before}, RSS {rss_before} KiB)",
+        counters.ready.load(Ordering::Relaxed)
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
     let mut attackers = Vec::new();
     for shape in 0..6 {
         for k in 0..per_shape {
-            attackers.push(tokio::spawn(attacker(addr, shape, k, stop.clone(), tally.clone())));
+            attackers.push(tokio::spawn(attacker(
+                addr,
+                shape,
+                k,
+                stop.clone(),
+                tally.clone(),
+            )));
         }
     }
     let (peak_rss, peak_fds) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -275,7 +335,11 @@ pub async fn soak(bin: &str, honest: usize, per_shape: usize, attack: Duration, 
         attack.as_secs_f64(),
         100.0 * cpu / attack.as_secs_f64()
     );
-    let mut answers: Vec<String> = tally.statuses.iter().map(|e| format!("{} × {}", e.key(), e.value())).collect();
+    let mut answers: Vec<String> = tally
+        .statuses
+        .iter()
+        .map(|e| format!("{} × {}", e.key(), e.value()))
+        .collect();
     answers.sort();
     println!("answers: {}", answers.join(", "));
     println!(
@@ -304,17 +368,17 @@ pub async fn soak(bin: &str, honest: usize, per_shape: usize, attack: Duration, 
         }
     }
     let late = lags.iter().filter(|l| **l >= lead_ms as f64).count();
-    let expected = honest * (started.elapsed().as_secs() as usize / (ttl.as_secs() as usize - 10)).saturating_sub(1);
+    let expected = honest
+        * (started.elapsed().as_secs() as usize / (ttl.as_secs() as usize - 10)).saturating_sub(1);
     println!(
         "honest renewals: {} received (≥ {expected} expected), lag {}; channels renewed {renewed}/{honest}; after expiry: {late}; dropped: {dropped}",
         lags.len(),
         summary(lags.clone())
     );
-    let ok = dropped == 0
+    dropped == 0
         && late == 0
         && renewed == honest
         && lags.len() >= expected
         && peak_rss_mib < max_rss_mib
-        && back.is_some();
-    ok
+        && back.is_some()
 }
