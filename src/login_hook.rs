@@ -75,6 +75,9 @@ impl LoginHook {
         let client = reqwest::Client::builder()
             .timeout(TIMEOUT)
             .connect_timeout(TIMEOUT)
+            // Idle connections to the hook close soon after a burst instead of holding an fd
+            // each for reqwest's default 90 s.
+            .pool_idle_timeout(TIMEOUT)
             // A redirect could carry the password somewhere else.
             .redirect(reqwest::redirect::Policy::none())
             .build()
