@@ -313,7 +313,7 @@ pub struct Config {
     pub ticket_ttl: Duration,
     /// Origins allowed to open a WebSocket and to call the API cross-origin (CORS): comma list,
     /// `*` for any; default the server's own origin (then no CORS headers at all).
-    #[arg(long, env = "TOKENPUSH_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(long, env = "TOKENPUSH_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = origin)]
     pub allowed_origins: Vec<String>,
     /// `iss` claim (default `http://<listen>`).
     #[arg(long, env = "TOKENPUSH_ISSUER")]
@@ -349,6 +349,17 @@ pub struct Config {
     /// keep-alive connection is closed when no new request head completes within it.
     #[arg(long, env = "TOKENPUSH_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
+    /// The whole request body must arrive within this after its head (then 408).
+    #[arg(long, env = "TOKENPUSH_BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
+    /// Open connections allowed in this process, of every kind (default: fd limit − 100);
+    /// one more is answered 503 at accept and closed.
+    #[arg(long, env = "TOKENPUSH_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Frames per second a WebSocket client may send (pings, pongs and text alike), with
+    /// bursts of five seconds' worth; beyond it the connection is closed 1008.
+    #[arg(long, env = "TOKENPUSH_WS_FRAME_RATE", default_value_t = 20)]
+    pub ws_frame_rate: u32,
     /// Key file for trusted-backend routes (`POST /admin/sessions`, bearer = the file's bytes,
     /// trimmed); none → those routes answer 404.
     #[arg(long, env = "TOKENPUSH_SERVICE_KEY_FILE")]
@@ -460,10 +471,12 @@ impl Config {
                     Some(humantime::format_duration(self.renew_jitter()).to_string())
                 }
                 ("max-channels", _) => Some(self.max_channels().to_string()),
+                ("max-connections", _) => Some(self.max_connections().to_string()),
                 (_, v) => v.as_deref().map(mask_url),
             };
             let source = match s.key.as_str() {
                 "access-ttl" | "renew-lead" | "renew-jitter" | "max-channels"
+                | "max-connections"
                     if s.source == "default" =>
                 {
                     "derived default"
@@ -486,6 +499,13 @@ impl Config {
         self.renew_jitter.unwrap_or(self.access_ttl / 10)
     }
 
+    /// Connection cap for the process, defaulting to the fd limit less 100 (room for the
+    /// store, the hook and files).
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+            .unwrap_or_else(|| fd_limit().saturating_sub(100).max(100))
+    }
+
     /// Channel cap for the process, defaulting to the fd limit less 1000.
     pub fn max_channels(&self) -> usize {
         self.max_channels
@@ -493,15 +513,39 @@ impl Config {
     }
 }
 
-/// A URL with any password (`user:pass@`) replaced by `***`, for printing.
+/// A URL with any password (`user:pass@`) and every query value (`?token=…`) replaced by
+/// `***`, for printing.
 pub fn mask_url(s: &str) -> String {
+    let (s, query) = match s.split_once('?') {
+        Some((base, q)) if s.contains("://") => {
+            let masked: Vec<String> = q
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) => format!("{k}=***"),
+                    None => kv.to_string(),
+                })
+                .collect();
+            (base, format!("?{}", masked.join("&")))
+        }
+        _ => (s, String::new()),
+    };
     if let Some((scheme, rest)) = s.split_once("://") {
         let host_end = rest.find('/').unwrap_or(rest.len());
         if let Some(at) = rest[..host_end].rfind('@') {
-            return format!("{scheme}://***@{}", &rest[at + 1..]);
+            return format!("{scheme}://***@{}{query}", &rest[at + 1..]);
         }
     }
-    s.to_string()
+    format!("{s}{query}")
+}
+
+/// One `--allowed-origins` entry, normalised once at startup: an origin has no path, so a
+/// trailing `/` (`https://b.example/`) is dropped and every check compares like with like.
+fn origin(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    Ok(match s.trim_end_matches('/') {
+        "" => s.to_string(),
+        o => o.to_string(),
+    })
 }
 
 /// The soft limit on open files of this process.
@@ -633,5 +677,28 @@ mod tests {
         let c = parse(&["tokenpush", "--store", "redis://x", "--issuer", "https://a"]).unwrap();
         c.validate().unwrap();
         assert_eq!(mask_url("redis://u:p@h:1/0"), "redis://***@h:1/0");
+        assert_eq!(
+            mask_url("http://u:p@h/check?token=s3cret&x&y=1"),
+            "http://***@h/check?token=***&x&y=***"
+        );
+        assert_eq!(
+            mask_url("http://h/check?token=s3cret"),
+            "http://h/check?token=***"
+        );
+        assert_eq!(mask_url("sqlite"), "sqlite");
+    }
+
+    #[test]
+    fn origins_lose_a_trailing_slash_at_startup() {
+        let c = parse(&[
+            "tokenpush",
+            "--allowed-origins",
+            "https://b.example/,http://a,*",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.allowed_origins,
+            vec!["https://b.example", "http://a", "*"]
+        );
     }
 }

@@ -29,6 +29,9 @@ pub enum ApiError {
     TooManyChannels(&'static str),
     #[error("request body is too large")]
     PayloadTooLarge,
+    /// The body did not arrive within `--body-timeout` of its head.
+    #[error("request body did not arrive in time")]
+    BodyTimeout,
     #[error("content type must be application/json or application/x-www-form-urlencoded")]
     UnsupportedMediaType,
     #[error("not found")]

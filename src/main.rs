@@ -63,10 +63,13 @@ fn config_check(mut config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let private = [
-        ("hs256-secret-file", &config.hs256_secret_file),
-        ("service-key-file", &config.service_key_file),
-    ];
+    if let Some(path) = &config.service_key_file {
+        if let Err(e) = tokenpush::tokens::keys::service_key(path) {
+            eprintln!("tokenpush: service-key-file: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let private = [("hs256-secret-file", &config.hs256_secret_file)];
     for (key, path) in private {
         if let Some(path) = path {
             if let Err(e) = tokenpush::tokens::keys::read_private(path) {

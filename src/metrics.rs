@@ -26,6 +26,10 @@ pub struct Metrics {
     pub margin_breaches: IntCounter,
     /// First pushes to clients that came back after their access token expired: not breaches.
     pub resumes_after_expiry: IntCounter,
+    /// Open client connections (every kind), against `--max-connections`.
+    pub connections_open: IntGauge,
+    /// Connections answered 503 at accept because `--max-connections` were open.
+    pub connections_refused: IntCounter,
     min_seen: AtomicI64,
 }
 
@@ -147,6 +151,22 @@ impl Default for Metrics {
                 IntCounter::new(
                     "tokenpush_resumes_after_expiry_total",
                     "First pushes to clients that came back after their access token expired",
+                )
+                .unwrap(),
+            ),
+            connections_open: reg(
+                &r,
+                IntGauge::new(
+                    "tokenpush_connections_open",
+                    "Open client connections of every kind",
+                )
+                .unwrap(),
+            ),
+            connections_refused: reg(
+                &r,
+                IntCounter::new(
+                    "tokenpush_connections_refused_total",
+                    "Connections answered 503 at accept because --max-connections were open",
                 )
                 .unwrap(),
             ),

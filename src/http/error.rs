@@ -25,6 +25,7 @@ impl ApiError {
             OriginNotAllowed => (StatusCode::FORBIDDEN, "origin_not_allowed"),
             TooManyChannels(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_channels"),
             PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request"),
+            BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "invalid_request"),
             UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request"),
             NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Unavailable | Busy | HookUnavailable => {

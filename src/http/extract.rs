@@ -33,9 +33,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
             "application/x-www-form-urlencoded" => true,
             _ => return Err(ApiError::UnsupportedMediaType),
         };
+        // A declared length over the limit is refused before a byte of it is waited for.
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > super::MAX_BODY as u64) {
+            return Err(ApiError::PayloadTooLarge);
+        }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge
+            } else if timed_out(&e) {
+                ApiError::BodyTimeout
             } else {
                 ApiError::InvalidRequest("unreadable body".into())
             }
@@ -50,6 +61,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
         };
         Ok(Body { value, form })
     }
+}
+
+/// Whether a body failed because `--body-timeout` passed (tower-http's deadline error,
+/// somewhere in the rejection's source chain).
+fn timed_out(e: &axum::extract::rejection::BytesRejection) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<tower_http::timeout::TimeoutError>()
+            || err.to_string().contains("designated timeout")
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 // serde's messages can quote input; keep them short and never echo a whole token.

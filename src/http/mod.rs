@@ -9,6 +9,7 @@ pub mod events;
 pub mod extract;
 pub mod hardening;
 pub mod integration;
+pub mod limits;
 pub mod openapi;
 pub mod ops;
 pub mod wire;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
+use tower_http::timeout::RequestBodyDeadlineLayer;
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -37,6 +39,7 @@ pub struct AppState {
 /// Every route of DESIGN.md.
 pub fn router(state: AppState) -> Router {
     let cors = hardening::cors(&state.config);
+    let body_timeout = state.config.body_timeout;
     let app = Router::new()
         .route("/auth/login", post(auth::login))
         .route("/auth/refresh", post(auth::refresh))
@@ -76,6 +79,9 @@ pub fn router(state: AppState) -> Router {
         .route("/favicon.ico", get(ops::favicon))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        // One deadline for the whole body, however it trickles in (a per-frame idle timeout
+        // would let a byte every few seconds hold the connection for ever).
+        .layer(RequestBodyDeadlineLayer::new(body_timeout))
         .with_state(state);
     // Outermost, so preflights are answered before routing.
     match cors {

@@ -1,5 +1,7 @@
 //! `GET /ws`: the WebSocket channel. One task per connection selects on the client's frames,
-//! the outbox and the heartbeat; small buffers keep an idle connection to a few KiB.
+//! the outbox and the heartbeat; small buffers keep an idle connection to a few KiB. Every
+//! client frame counts against `--ws-frame-rate` and every byte against the read budget of
+//! [`super::limits`]; either exceeded closes 1008 "too many frames".
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,12 +9,13 @@ use std::time::Duration;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::limits::{self, Bucket, ReadMeter};
 use super::wire::{Ready, Wire};
 use super::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -44,6 +47,7 @@ pub async fn ws(
     State(st): State<AppState>,
     query: Result<Query<WsQuery>, QueryRejection>,
     headers: HeaderMap,
+    meter: Option<Extension<ReadMeter>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     // Axum's own rejections are plain text: answer in the error shape of every other route,
@@ -68,12 +72,21 @@ pub async fn ws(
     }
     let opened = st.service.open_channel(&q, None, Kind::Ws).await?;
     let (svc, hb) = (st.service.clone(), st.config.heartbeat);
+    let rate = f64::from(st.config.ws_frame_rate.max(1));
     Ok(upgrade
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
+        // Without a ceiling, automatic pongs to a client that floods pings and never reads
+        // pile up here without bound.
+        .max_write_buffer_size(limits::WS_MAX_WRITE_BUFFER)
         .max_frame_size(MAX_FRAME)
         .max_message_size(MAX_FRAME)
-        .on_upgrade(move |socket| run(socket, svc, opened, hb)))
+        .on_upgrade(move |socket| {
+            if let Some(Extension(m)) = meter {
+                m.arm();
+            }
+            run(socket, svc, opened, hb, Bucket::new(5.0 * rate, rate))
+        }))
 }
 
 /// An exact match against the allow-list; by default the server's own origin (the `Host`
@@ -149,7 +162,23 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
     .await;
 }
 
-async fn run(mut socket: WebSocket, svc: Arc<Service>, opened: Opened, heartbeat: Duration) {
+/// Closes 1008 a client over its frame rate or read budget. Such a client often does not
+/// read either, so the close frame gets a second to go out, not the write timeout.
+async fn close_flood(socket: &mut WebSocket) {
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        close(socket, CLOSE_POLICY, "too many frames"),
+    )
+    .await;
+}
+
+async fn run(
+    mut socket: WebSocket,
+    svc: Arc<Service>,
+    opened: Opened,
+    heartbeat: Duration,
+    mut frames: Bucket,
+) {
     let Opened {
         reg,
         session,
@@ -169,7 +198,12 @@ async fn run(mut socket: WebSocket, svc: Arc<Service>, opened: Opened, heartbeat
         let mut tick = tokio::time::interval_at(heard + heartbeat, heartbeat);
         loop {
             tokio::select! {
-                frame = socket.recv() => { heard = tokio::time::Instant::now(); match frame {
+                frame = socket.recv() => { heard = tokio::time::Instant::now();
+                if matches!(frame, Some(Ok(_))) && !frames.take(1.0) {
+                    close_flood(&mut socket).await;
+                    break 'conn "ws_flood";
+                }
+                match frame {
                     Some(Ok(Message::Text(text))) => {
                         let reply = match parse_client_frame(&text) {
                             Ok(ClientMsg::Ack(Some((sid, gen)))) if sid == reg.sid => {
@@ -205,6 +239,10 @@ async fn run(mut socket: WebSocket, svc: Arc<Service>, opened: Opened, heartbeat
                     Some(Err(e)) => {
                         // tungstenite reports an oversize frame or message as a capacity error.
                         let text = e.to_string();
+                        if text.contains(limits::READ_RATE_EXCEEDED) {
+                            close_flood(&mut socket).await;
+                            break 'conn "ws_flood";
+                        }
                         if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
                             close(&mut socket, CLOSE_TOO_BIG, "frame too big").await;
                             break 'conn "ws_too_big";

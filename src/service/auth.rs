@@ -24,6 +24,10 @@ impl Service {
         let store = &self.sessions.store;
         let (attempts, retry) = store.hit(&key, LOGIN_WINDOW).await?;
         if attempts > self.timing.login_failures {
+            // Not evaluated, so not a failure: the reservation goes back. Else a burst of
+            // correct logins (racing reservations) would leave the window full and lock
+            // the account out for its rest.
+            store.give_back(&key).await?;
             self.metrics
                 .logins
                 .with_label_values(&["rate_limited"])

@@ -50,17 +50,7 @@ impl Integration {
     /// Service key (0600 file, trimmed), login hook and saved external identities.
     pub fn from_config(config: &crate::config::Config) -> Result<Integration, String> {
         let service_key = match &config.service_key_file {
-            Some(path) => {
-                let bytes = crate::tokens::keys::read_private(path).map_err(|e| e.to_string())?;
-                let key = String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec();
-                if key.len() < 16 {
-                    return Err(format!(
-                        "{}: a service key needs at least 16 bytes (e.g. `openssl rand -hex 32`)",
-                        path.display()
-                    ));
-                }
-                Some(key)
-            }
+            Some(path) => Some(crate::tokens::keys::service_key(path)?),
             None => None,
         };
         let hook = match &config.login_hook {
@@ -163,6 +153,7 @@ impl Service {
                 Ok(Some(who))
             }
             Verdict::Refuse => Ok(None),
+            Verdict::Busy => Err(ApiError::Busy),
             Verdict::Unavailable(why) => {
                 tracing::warn!(%why, "login hook unavailable");
                 self.metrics

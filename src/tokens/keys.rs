@@ -93,6 +93,30 @@ pub fn read_private(path: &Path) -> Result<Vec<u8>, KeyError> {
     fs::read(path).map_err(io_err(path))
 }
 
+/// Reads `--service-key-file`: text, because the key travels as an HTTP header value
+/// (`Authorization: Bearer <key>`, the hook's secret header). Surrounding whitespace is
+/// trimmed; what is left must be at least 16 printable ASCII characters without spaces
+/// (hex or base64 of random bytes). Raw binary would be accepted here but unusable on
+/// every call, so it is refused now.
+pub fn service_key(path: &Path) -> Result<Vec<u8>, String> {
+    let bytes = read_private(path).map_err(|e| e.to_string())?;
+    let key = bytes.trim_ascii();
+    if !key.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{}: a service key must be printable ASCII text (hex or base64 of random bytes, \
+             e.g. `openssl rand -hex 32 > {0}`), not raw bytes",
+            path.display()
+        ));
+    }
+    if key.len() < 16 {
+        return Err(format!(
+            "{}: a service key needs at least 16 characters (e.g. `openssl rand -hex 32`)",
+            path.display()
+        ));
+    }
+    Ok(key.to_vec())
+}
+
 /// The Ed25519 seed that signs new tokens, in the data dir.
 pub const ED25519_KEY: &str = "signing-ed25519.key";
 /// Retired Ed25519 seeds, one file per key named `<retired unix ms>.key`: they still verify

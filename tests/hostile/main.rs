@@ -1,5 +1,5 @@
 //! Hostile and broken clients (issue 10): each module attacks one surface of the real binary
-//! without a credential and checks that the server holds.
+//! without a credential and checks that the server holds. `round2` is issue 19.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -7,4 +7,5 @@ mod common;
 mod conn;
 mod login;
 mod misc;
+mod round2;
 mod sessions;

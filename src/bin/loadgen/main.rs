@@ -3,10 +3,12 @@
 //!
 //! Modes: `channels` (connect storm, memory per channel, renewal lag, drops over a hold),
 //! `burst` (every session renewed at once), `pull` (`/auth/refresh` and `/api/me`), and
-//! `smoke` (a small run of each that fails on any drop, for `./scripts/test`).
+//! `smoke` (a small run of each that fails on any drop, for `./scripts/test`), and `soak`
+//! (every hostile request shape at once while honest channels renew; `scripts/hostile-soak`).
 
 mod channel;
 mod net;
+mod soak;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -66,6 +68,19 @@ enum Mode {
     },
     /// 500 channels for 10 s plus short pull and burst runs; exits non-zero on any failure.
     Smoke,
+    /// Every hostile shape at once while honest channels renew; exits non-zero when an honest
+    /// channel misses a renewal, RSS passes the bound, or fds stay up after the attack.
+    Soak {
+        #[arg(long, default_value_t = 1000)]
+        honest: usize,
+        /// Attacking connections per shape (six shapes).
+        #[arg(long, default_value_t = 50)]
+        per_shape: usize,
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        attack: Duration,
+        #[arg(long, default_value_t = 256)]
+        max_rss_mib: u64,
+    },
 }
 
 /// `--server-arg`s, appended to every server start.
@@ -145,6 +160,11 @@ impl Server {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
+    }
+
+    /// Open fds of the server.
+    fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map_or(0, |d| d.count())
     }
 
     /// CPU time (user + system) the server used so far, in seconds.
@@ -540,6 +560,12 @@ async fn main() -> std::process::ExitCode {
         } => channels(bin, sse, ws, hold, ttl, concurrency).await,
         Mode::Burst { sessions } => burst(bin, sessions).await,
         Mode::Pull { clients, duration } => pull(bin, clients, duration).await,
+        Mode::Soak {
+            honest,
+            per_shape,
+            attack,
+            max_rss_mib,
+        } => soak::soak(bin, honest, per_shape, attack, max_rss_mib).await,
         Mode::Smoke => {
             let c = channels(
                 bin,
