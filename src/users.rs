@@ -44,7 +44,7 @@ struct UsersFile {
 }
 
 /// What tokens say about a user.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Identity {
     pub name: String,
     pub display_name: String,

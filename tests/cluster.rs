@@ -350,3 +350,179 @@ async fn signing_key_rotation_reaches_every_node_and_old_tokens_stay_valid() {
         assert!(jwks.contains(&old_kid) && jwks.contains(&new_kid), "{jwks}");
     }
 }
+
+const SERVICE_KEY: &str = "cluster-test-service-key-0123456789";
+
+/// A service key file with mode 0600 (the server refuses a readable one).
+fn service_key_file(dir: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("service.key");
+    std::fs::write(&path, format!("{SERVICE_KEY}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// A login hook served by the test: any username with the test password is accepted as
+/// `<username>@corp` with roles `["staff"]`, except `email-<name>@corp`, answered as plain
+/// `<name>` (the hook that claims a users-file name) and `hook-admin`, answered with
+/// `["admin"]`.
+async fn hook() -> String {
+    let handler = |axum::Json(q): axum::Json<Value>| async move {
+        use axum::http::StatusCode;
+        let (Some(user), Some(common::PASSWORD)) = (q["username"].as_str(), q["password"].as_str())
+        else {
+            return (StatusCode::UNAUTHORIZED, axum::Json(json!({})));
+        };
+        let answer = if let Some(name) = user
+            .strip_prefix("email-")
+            .and_then(|u| u.strip_suffix("@corp"))
+        {
+            json!({"sub": name, "roles": []})
+        } else if user == "hook-admin" {
+            json!({"sub": "hook-admin", "roles": ["admin"]})
+        } else {
+            json!({"sub": format!("{user}@corp"), "name": format!("Hooked {user}"), "roles": ["staff"]})
+        };
+        (StatusCode::OK, axum::Json(answer))
+    };
+    let app = axum::Router::new().route("/check", axum::routing::post(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/check", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// `POST /admin/sessions` with the service key.
+async fn mint(app: &TestApp, body: Value) -> (u16, Value) {
+    let r = app
+        .client
+        .post(app.url("/admin/sessions"))
+        .bearer_auth(SERVICE_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (st, v) = status_json(r).await;
+    app.remember(&v);
+    (st, v)
+}
+
+/// Three nodes on one Redis, with the service key and a login hook.
+async fn integrated_cluster(redis: &Redis, keydir: &std::path::Path) -> [TestApp; 3] {
+    let url = redis.url();
+    let key = service_key_file(keydir);
+    let hook = hook().await;
+    let args = [
+        "--store",
+        &url,
+        "--issuer",
+        ISSUER,
+        "--service-key-file",
+        &key,
+        "--login-hook",
+        &hook,
+    ];
+    let a = TestApp::spawn(&args).await;
+    let b = a.spawn_peer(&args).await;
+    let c = a.spawn_peer(&args).await;
+    [a, b, c]
+}
+
+/// `tokenpush_refresh_total{result="invalid"}` on a node (0 when never counted).
+async fn invalid_refreshes(app: &TestApp) -> u64 {
+    let text = app.get_text("/metrics").await;
+    text.lines()
+        .find(|l| l.starts_with("tokenpush_refresh_total") && l.contains("\"invalid\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .map(|n| n.parse().unwrap())
+        .unwrap_or(0)
+}
+
+/// Issue 17: users minted with the service key or vouched for by the login hook on one node
+/// are served by every node: pull refreshes, tickets, resumed channels and scheduled renewals
+/// anywhere, never `invalid_grant`, always the same claims.
+#[tokio::test]
+async fn every_node_serves_minted_and_hook_sessions() {
+    let redis = Redis::start().await;
+    let keydir = tempfile::tempdir().unwrap();
+    let nodes = integrated_cluster(&redis, keydir.path()).await;
+    let mut sessions = vec![];
+    for i in 0..4 {
+        let n = &nodes[i % 3];
+        let (st, t) = mint(
+            n,
+            json!({"sub": format!("app-{i}"), "name": "App user", "roles": ["staff"],
+                "ext": {"i": i}}),
+        )
+        .await;
+        assert_eq!(st, 200, "{t}");
+        sessions.push(t);
+        let (st, t) = n
+            .post_json(
+                "/auth/login",
+                json!({"username": format!("user-{i}"), "password": common::PASSWORD}),
+            )
+            .await;
+        assert_eq!(st, 200, "{t}");
+        sessions.push(t);
+    }
+    let who = |t: &Value| {
+        let c = claims(&s(t, "access_token"));
+        (
+            c["sub"].clone(),
+            c["name"].clone(),
+            c["roles"].clone(),
+            c["ext"].clone(),
+        )
+    };
+    // Pull refreshes round-robin over every node, starting on one that did not log in.
+    let mut current = vec![];
+    for (i, t) in sessions.iter().enumerate() {
+        let mut t = t.clone();
+        for k in 1..=3 {
+            let (st, next) = nodes[(i + k) % 3].refresh(&s(&t, "refresh_token")).await;
+            assert_eq!(st, 200, "refresh {k} of session {i}: {next}");
+            assert_eq!(who(&next), who(&t), "same identity from every node");
+            t = next;
+        }
+        current.push(t);
+    }
+    // A channel on every node, each opened with a ticket from another node; one resumes.
+    let mut channels = vec![];
+    for (i, t) in current.iter().enumerate() {
+        let rt = s(t, "refresh_token");
+        let gen = claims(&s(t, "access_token"))["gen"].as_u64().unwrap();
+        let resume = format!("{}:{gen}", s(t, "session_id"));
+        for k in 0..3 {
+            let ticket = nodes[(k + 1) % 3].ticket(&rt).await;
+            let last = (k == i % 3).then_some(resume.as_str());
+            let mut sse = nodes[k]
+                .sse(&ticket, last)
+                .await
+                .unwrap_or_else(|st| panic!("channel of session {i} on node {k}: {st}"));
+            sse.expect("ready", 5 * S).await;
+            channels.push((i, k, sse));
+        }
+    }
+    // Two scheduled renewals: every channel gets each one, the same tokens on every node.
+    for round in 0..2 {
+        let mut got: Vec<Vec<String>> = vec![vec![]; current.len()];
+        for (i, k, sse) in &mut channels {
+            let ev = sse.expect("tokens", 8 * S).await;
+            assert_eq!(ev.data["reason"], "renewal", "round {round}, node {k}");
+            let pushed = &ev.data;
+            nodes[0].remember(pushed);
+            assert_eq!(who(pushed), who(&current[*i]), "renewal keeps the identity");
+            got[*i].push(s(pushed, "access_token"));
+        }
+        for (i, tokens) in got.iter().enumerate() {
+            assert!(
+                tokens.windows(2).all(|w| w[0] == w[1]),
+                "session {i}: every node's channel got the same renewal"
+            );
+        }
+    }
+    for n in &nodes {
+        assert_eq!(invalid_refreshes(n).await, 0, "no invalid_grant anywhere");
+    }
+}

@@ -77,7 +77,7 @@ pub async fn sessions(State(st): State<AppState>, Admin(_): Admin) -> ApiResult<
                 "channels": {"sse": sse, "ws": ws},
                 // Added for the admin console (times in unix seconds, margin in ms).
                 "ip": s.ip,
-                "roles": st.service.roles_of(&s.user),
+                "roles": st.service.roles_of(&s),
                 "last_used_at": s.last_used_at / 1000,
                 "last_push_at": last.map(|p| p.at_ms as f64 / 1000.0),
                 "last_push_generation": last.map(|p| p.gen),

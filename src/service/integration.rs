@@ -1,6 +1,6 @@
 //! Users the app authenticates itself: sessions minted by a trusted backend with the service
-//! key, and logins vouched for by `--login-hook`. Both end as an ordinary session whose
-//! identity lives in [`Identities`], so pushes and refreshes work like any other.
+//! key, and logins vouched for by `--login-hook`. Both end as an ordinary session that carries
+//! its identity in the store, so any node's pushes and refreshes work like any other.
 
 use subtle::ConstantTimeEq;
 
@@ -22,7 +22,8 @@ const FEED_BUFFER: usize = 4096;
 
 /// The integration settings a [`Service`] holds.
 pub struct Integration {
-    /// Identities of users outside the users file.
+    /// Identities from an older version's `external-users.json` (read only): sessions minted
+    /// before identities moved into the store.
     pub external: Identities,
     /// `--login-hook`, if configured.
     pub hook: Option<LoginHook>,
@@ -47,7 +48,7 @@ impl Default for Integration {
 }
 
 impl Integration {
-    /// Service key (0600 file, trimmed), login hook and saved external identities.
+    /// Service key (0600 file, trimmed), login hook and an old version's external identities.
     pub fn from_config(config: &crate::config::Config) -> Result<Integration, String> {
         let service_key = match &config.service_key_file {
             Some(path) => {
@@ -93,13 +94,9 @@ impl Integration {
 }
 
 impl Service {
-    /// Current roles of a user, external identities first (for admin listings).
-    pub fn roles_of(&self, user: &str) -> Option<Vec<String>> {
-        self.integration
-            .external
-            .get(user)
-            .or_else(|| self.users.identity(user))
-            .map(|who| who.roles)
+    /// Current roles of a session's user (for admin listings).
+    pub fn roles_of(&self, s: &Session) -> Option<Vec<String>> {
+        self.identity(s).ok().map(|who| who.roles)
     }
 
     /// Whether trusted-backend routes are on.
@@ -123,10 +120,9 @@ impl Service {
         ip: &str,
     ) -> ApiResult<TokenResponse> {
         let name = who.name.clone();
-        self.integration.external.insert(who);
         let now = self.now();
         let exp = self.issuer.access_exp_ms(now);
-        let s = Session::new(
+        let mut s = Session::new(
             random_id(16),
             name.clone(),
             device.to_string(),
@@ -135,6 +131,7 @@ impl Service {
             now,
             exp,
         );
+        s.who = Some(who);
         self.sessions.store.insert(&s).await?;
         self.metrics.logins.with_label_values(&["minted"]).inc();
         tracing::info!(user = %name, sid = %s.sid, "session minted by trusted backend");
@@ -158,10 +155,7 @@ impl Service {
             return Ok(None);
         }
         match hook.check(username, password, ip, device).await {
-            Verdict::Accept(who) => {
-                self.integration.external.insert(who.clone());
-                Ok(Some(who))
-            }
+            Verdict::Accept(who) => Ok(Some(who)),
             Verdict::Refuse => Ok(None),
             Verdict::Unavailable(why) => {
                 tracing::warn!(%why, "login hook unavailable");

@@ -134,9 +134,6 @@ impl Service {
         }
         let cutoff = self.now() - self.issuer.access_ttl_ms - 60_000;
         self.revocations.retain(|_, at| *at > cutoff);
-        self.integration
-            .external
-            .prune(self.now() - self.sessions.policy.max_ms);
         self.push_requests
             .retain(|_, at| at.elapsed() < push::PUSH_REQUEST_INTERVAL);
         self.stats.retain(|sid| self.hub.has_channels(sid));
@@ -188,7 +185,7 @@ impl Service {
     }
 
     fn issue(&self, s: &Session, gen: u64, exp_ms: Millis) -> ApiResult<(TokenResponse, Millis)> {
-        let who = self.identity(&s.user)?;
+        let who = self.identity(s)?;
         let issued = self
             .issuer
             .issue(s, &who, gen, exp_ms)
@@ -196,13 +193,19 @@ impl Service {
         Ok((issued.response, issued.access_exp_ms))
     }
 
-    fn identity(&self, user: &str) -> ApiResult<Identity> {
-        // Users minted by the app or its login hook first: their claims came with the session.
-        if let Some(who) = self.integration.external.get(user) {
+    /// Who a session's tokens are about: the identity stored with the session (users the app
+    /// or its login hook vouched for), else the users file with its current roles.
+    fn identity(&self, s: &Session) -> ApiResult<Identity> {
+        if let Some(who) = &s.who {
+            return Ok(who.clone());
+        }
+        if let Some(who) = self.users.identity(&s.user) {
             return Ok(who);
         }
-        self.users
-            .identity(user)
+        // Sessions minted before identities moved into the store: the old per-node file.
+        self.integration
+            .external
+            .get(&s.user)
             .ok_or(ApiError::InvalidGrant("the user no longer exists"))
     }
 

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, Millis, SystemClock};
+use crate::users::Identity;
 pub use local::Ephemeral;
 pub use rotation::{Outcome, Policy, Use};
 
@@ -45,6 +46,12 @@ pub struct Session {
     pub revoked_at: Millis,
     /// Bumped on every change; the compare-and-set key.
     pub version: u64,
+    /// Who the tokens are about, for a user outside the users file (minted with the service
+    /// key or vouched for by the login hook): kept with the session so every node that shares
+    /// the store re-issues the same claims. `None` for users-file users, whose identity (and
+    /// current roles) the users file gives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub who: Option<Identity>,
 }
 
 impl Session {
@@ -76,6 +83,7 @@ impl Session {
             revoked: None,
             revoked_at: 0,
             version: 0,
+            who: None,
         }
     }
 }
