@@ -364,8 +364,8 @@ fn service_key_file(dir: &std::path::Path) -> String {
 
 /// A login hook served by the test: any username with the test password is accepted as
 /// `<username>@corp` with roles `["staff"]`, except `email-<name>@corp`, answered as plain
-/// `<name>` (the hook that claims a users-file name) and `hook-admin`, answered with
-/// `["admin"]`.
+/// `<name>` (the hook that claims a users-file name) and `hook-forger`, answered with a `sub`
+/// holding a newline.
 async fn hook() -> String {
     let handler = |axum::Json(q): axum::Json<Value>| async move {
         use axum::http::StatusCode;
@@ -378,8 +378,8 @@ async fn hook() -> String {
             .and_then(|u| u.strip_suffix("@corp"))
         {
             json!({"sub": name, "roles": []})
-        } else if user == "hook-admin" {
-            json!({"sub": "hook-admin", "roles": ["admin"]})
+        } else if user == "hook-forger" {
+            json!({"sub": "eve\nINFO forged line", "roles": []})
         } else {
             json!({"sub": format!("{user}@corp"), "name": format!("Hooked {user}"), "roles": ["staff"]})
         };
@@ -524,5 +524,173 @@ async fn every_node_serves_minted_and_hook_sessions() {
     }
     for n in &nodes {
         assert_eq!(invalid_refreshes(n).await, 0, "no invalid_grant anywhere");
+    }
+}
+
+/// `DELETE path` with a Bearer token; the status.
+async fn delete_auth(app: &TestApp, path: &str, access: &str) -> u16 {
+    let r = app
+        .client
+        .delete(app.url(path))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
+}
+
+/// Issue 17 shadowing: minting `{"sub":"bob","roles":["admin"]}` makes `ext:bob`, a user of
+/// its own; the real bob's password sessions keep the users file's identity on every node.
+#[tokio::test]
+async fn a_minted_user_never_shadows_a_users_file_user() {
+    let redis = Redis::start().await;
+    let keydir = tempfile::tempdir().unwrap();
+    let nodes = integrated_cluster(&redis, keydir.path()).await;
+    let real = nodes[0].login_as("bob").await;
+    let (st, fake) = mint(&nodes[1], json!({"sub": "bob", "roles": ["admin"]})).await;
+    assert_eq!(st, 200, "{fake}");
+    let c = claims(&s(&fake, "access_token"));
+    assert_eq!(
+        (c["sub"].clone(), c["name"].clone()),
+        (json!("ext:bob"), json!("bob"))
+    );
+    for (k, n) in nodes.iter().enumerate() {
+        let (st, next) = n.refresh(&s(&real, "refresh_token")).await;
+        assert_eq!(st, 200, "{next}");
+        let c = claims(&s(&next, "access_token"));
+        assert_eq!(
+            (c["sub"].clone(), c["roles"].clone()),
+            (json!("bob"), json!([])),
+            "node {k}: the real bob is still himself, without admin"
+        );
+        assert_eq!(
+            n.get_auth("/admin/sessions", &s(&next, "access_token"))
+                .await
+                .0,
+            403
+        );
+        let (st, me) = n.get_auth("/api/me", &s(&next, "access_token")).await;
+        assert_eq!((st, me["sub"].as_str()), (200, Some("bob")));
+    }
+    // The minted user is what the app said (an admin), under its own name.
+    let (st, list) = nodes[2]
+        .get_auth("/admin/sessions", &s(&fake, "access_token"))
+        .await;
+    assert_eq!(st, 200);
+    let users: Vec<&str> = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["user"].as_str().unwrap())
+        .collect();
+    assert!(
+        users.contains(&"bob") && users.contains(&"ext:bob"),
+        "{users:?}"
+    );
+}
+
+/// Issue 17 shadowing: a hook answering `sub: "alice"` for another login name is `hook:alice`,
+/// with the hook's roles only: no admin route on any node.
+#[tokio::test]
+async fn a_hook_user_never_passes_for_a_users_file_admin() {
+    let redis = Redis::start().await;
+    let keydir = tempfile::tempdir().unwrap();
+    let nodes = integrated_cluster(&redis, keydir.path()).await;
+    let bob = nodes[1].login_as("bob").await;
+    let (st, t) = nodes[0]
+        .post_json(
+            "/auth/login",
+            json!({"username": "email-alice@corp", "password": common::PASSWORD}),
+        )
+        .await;
+    assert_eq!(st, 200, "{t}");
+    let c = claims(&s(&t, "access_token"));
+    assert_eq!(
+        (c["sub"].clone(), c["roles"].clone()),
+        (json!("hook:alice"), json!([]))
+    );
+    for n in &nodes {
+        let access = s(&t, "access_token");
+        assert_eq!(n.get_auth("/admin/sessions", &access).await.0, 403);
+        assert_eq!(
+            delete_auth(n, "/admin/users/bob/sessions", &access).await,
+            403
+        );
+    }
+    assert_eq!(
+        nodes[2].refresh(&s(&bob, "refresh_token")).await.0,
+        200,
+        "bob untouched"
+    );
+}
+
+/// Issue 17 shadowing: re-minting a user with fewer roles takes admin away from its older
+/// tokens at once, on every node, and its sessions' next tokens carry the new roles.
+#[tokio::test]
+async fn re_minting_with_fewer_roles_demotes_older_tokens_everywhere() {
+    let redis = Redis::start().await;
+    let keydir = tempfile::tempdir().unwrap();
+    let nodes = integrated_cluster(&redis, keydir.path()).await;
+    let (st, boss) = mint(&nodes[0], json!({"sub": "boss", "roles": ["admin"]})).await;
+    assert_eq!(st, 200, "{boss}");
+    for n in &nodes {
+        assert_eq!(
+            n.get_auth("/admin/sessions", &s(&boss, "access_token"))
+                .await
+                .0,
+            200
+        );
+    }
+    let (st, _) = mint(&nodes[1], json!({"sub": "boss", "roles": ["staff"]})).await;
+    assert_eq!(st, 200);
+    for (k, n) in nodes.iter().enumerate() {
+        assert_eq!(
+            n.get_auth("/admin/sessions", &s(&boss, "access_token"))
+                .await
+                .0,
+            403,
+            "node {k}: the older admin token no longer opens admin routes"
+        );
+    }
+    let (st, next) = nodes[2].refresh(&s(&boss, "refresh_token")).await;
+    assert_eq!(st, 200, "{next}");
+    assert_eq!(claims(&s(&next, "access_token"))["roles"], json!(["staff"]));
+}
+
+/// Issue 17: a minted or hooked `sub`/`name` with a newline, a bidi override, spaces at an
+/// end or too many bytes is refused (it would forge log lines or reorder the admin console).
+#[tokio::test]
+async fn names_with_forging_characters_are_refused() {
+    let redis = Redis::start().await;
+    let keydir = tempfile::tempdir().unwrap();
+    let nodes = integrated_cluster(&redis, keydir.path()).await;
+    let long = "x".repeat(257);
+    for body in [
+        json!({"sub": "eve\nINFO forged line"}),
+        json!({"sub": "eve\u{202e}nimda"}),
+        json!({"sub": " eve"}),
+        json!({"sub": long}),
+        json!({"sub": "eve", "name": "Eve\r\nINFO forged line"}),
+        json!({"sub": "eve", "roles": ["ad\u{200b}min"]}),
+    ] {
+        let (st, v) = mint(&nodes[0], body.clone()).await;
+        assert_eq!(
+            (st, v["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{body}"
+        );
+    }
+    let (st, v) = nodes[1]
+        .post_json(
+            "/auth/login",
+            json!({"username": "hook-forger", "password": common::PASSWORD}),
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (503, Some("temporarily_unavailable"))
+    );
+    for n in &nodes {
+        assert!(!n.logs().contains("INFO forged line"), "no forged log line");
     }
 }

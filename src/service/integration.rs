@@ -94,6 +94,35 @@ impl Integration {
 }
 
 impl Service {
+    /// Records the roles the app (or its hook) gives an external user now: the admin check
+    /// reads them from the store, so any node sees a re-mint with fewer roles at once. When
+    /// they changed, the user's live sessions take them and get `claims_changed` tokens.
+    async fn register_roles(&self, who: &Identity) -> ApiResult<()> {
+        let store = &self.sessions.store;
+        let before = store.roles(&who.name).await?;
+        if before.as_ref() == Some(&who.roles) {
+            return Ok(());
+        }
+        store.set_roles(&who.name, &who.roles).await?;
+        if before.is_none() {
+            return Ok(());
+        }
+        let now = self.now();
+        for s in self.live_sessions(Some(&who.name)).await? {
+            let roles = who.roles.clone();
+            self.sessions
+                .update(&s.sid, |s| {
+                    if let Some(w) = s.who.as_mut().filter(|w| w.roles != roles) {
+                        w.roles = roles.clone();
+                        s.version += 1;
+                    }
+                })
+                .await?;
+            self.renew(&s.sid, Reason::ClaimsChanged, now).await?;
+        }
+        Ok(())
+    }
+
     /// Current roles of a session's user (for admin listings).
     pub fn roles_of(&self, s: &Session) -> Option<Vec<String>> {
         self.identity(s).ok().map(|who| who.roles)
@@ -119,6 +148,7 @@ impl Service {
         device: &str,
         ip: &str,
     ) -> ApiResult<TokenResponse> {
+        self.register_roles(&who).await?;
         let name = who.name.clone();
         let now = self.now();
         let exp = self.issuer.access_exp_ms(now);
@@ -155,7 +185,26 @@ impl Service {
             return Ok(None);
         }
         match hook.check(username, password, ip, device).await {
-            Verdict::Accept(who) => Ok(Some(who)),
+            Verdict::Accept(mut who) => {
+                // Refused like an unusable answer: a hook that cannot name its user cleanly
+                // must not log anyone in (nor forge log lines with a `\n`).
+                if let Err(why) = crate::users::check_claim("sub", &who.name)
+                    .and_then(|()| crate::users::check_claim("name", &who.display_name))
+                    .and_then(|()| {
+                        who.roles
+                            .iter()
+                            .try_for_each(|r| crate::users::check_claim("a role", r))
+                    })
+                {
+                    tracing::warn!(%why, "login hook answered an unusable identity");
+                    return Err(ApiError::HookUnavailable);
+                }
+                // The hook's users live in their own namespace: `hook:alice` is never the
+                // users file's alice, whatever `sub` the hook answers.
+                who.name = format!("{}{}", crate::users::HOOKED, who.name);
+                self.register_roles(&who).await?;
+                Ok(Some(who))
+            }
             Verdict::Refuse => Ok(None),
             Verdict::Unavailable(why) => {
                 tracing::warn!(%why, "login hook unavailable");

@@ -40,6 +40,20 @@ impl Service {
         self.users.identity(user).map(|who| who.roles)
     }
 
+    /// The roles `sub` has now, for the admin check: a users-file user's (with admin
+    /// overrides); for a minted or hooked user the roles last registered for that exact
+    /// subject, read from the store so a re-mint with fewer roles counts on every node at
+    /// once. Anyone else (a user since removed, a session minted by an older version) has none.
+    pub async fn live_roles(&self, sub: &str) -> ApiResult<Vec<String>> {
+        if let Some(roles) = self.directory_roles(sub) {
+            return Ok(roles);
+        }
+        if crate::users::is_external(sub) {
+            return Ok(self.sessions.store.roles(sub).await?.unwrap_or_default());
+        }
+        Ok(vec![])
+    }
+
     /// A live (unrevoked, unexpired) session by id.
     pub async fn live_session(&self, sid: &str) -> ApiResult<Option<Session>> {
         if sid.is_empty() || sid.len() > 128 {
