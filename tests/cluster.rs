@@ -694,3 +694,115 @@ async fn names_with_forging_characters_are_refused() {
         assert!(!n.logs().contains("INFO forged line"), "no forged log line");
     }
 }
+
+/// `redis-cli -p <port> args…`; panics unless it answers.
+fn redis_cli(redis: &Redis, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .arg("-p")
+        .arg(redis.port.to_string())
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    assert!(out.status.success(), "redis-cli {args:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `check` every 50 ms until it holds; returns how long that took, or panics after
+/// `bound`.
+async fn within<F, Fut>(bound: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < bound, "{what}: not within {bound:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue 17: the bus is only a fast path. With every pub/sub message lost (subscribers
+/// dropped at the first byte of backlog, and PUBLISH itself refused), a logout and a
+/// demotion on node A are still enforced on nodes B and C within the stated 2 s bound.
+#[tokio::test]
+async fn logout_and_demotion_reach_nodes_that_miss_every_bus_message() {
+    let redis = Redis::start().await;
+    let url = redis.url();
+    let args = [
+        "--store",
+        url.as_str(),
+        "--issuer",
+        ISSUER,
+        "--access-ttl",
+        "60s",
+    ];
+    let a = TestApp::spawn(&args).await;
+    let b = a.spawn_peer(&args).await;
+    let c = a.spawn_peer(&args).await;
+    let admin = a.login_as("alice").await;
+    let carol = b.login_as("carol").await;
+    let bob = c.login_as("bob").await;
+    let promote = |roles: Value| {
+        let req = a
+            .client
+            .put(a.url("/admin/users/carol/roles"))
+            .bearer_auth(s(&admin, "access_token"))
+            .json(&json!({ "roles": roles }));
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(promote(json!(["admin"])).await, 200);
+    for n in [&b, &c] {
+        within(2 * S, "promotion", || async {
+            n.get_auth("/admin/sessions", &s(&carol, "access_token"))
+                .await
+                .0
+                == 200
+        })
+        .await;
+        assert_eq!(n.get_auth("/api/me", &s(&bob, "access_token")).await.0, 200);
+    }
+
+    redis_cli(
+        &redis,
+        &[
+            "CONFIG",
+            "SET",
+            "client-output-buffer-limit",
+            "pubsub 1 1 0",
+        ],
+    );
+    redis_cli(
+        &redis,
+        &["ACL", "SETUSER", "default", "-publish", "-spublish"],
+    );
+    // A revocation two days old: the next revocation trims it from `tp:revoked`.
+    redis_cli(&redis, &["ZADD", "tp:revoked", "1", "ancient"]);
+    assert_eq!(a.logout(&s(&bob, "access_token")).await, 204);
+    assert_eq!(
+        redis_cli(&redis, &["ZSCORE", "tp:revoked", "ancient"]).trim(),
+        ""
+    );
+    assert_eq!(promote(json!([])).await, 200);
+    for (name, n) in [("B", &b), ("C", &c)] {
+        let took = within(2 * S, "logout on A enforced", || async {
+            n.get_auth("/api/me", &s(&bob, "access_token")).await.0 == 401
+        })
+        .await;
+        println!("node {name}: logout enforced after {took:?}");
+        let took = within(2 * S, "demotion on A enforced", || async {
+            n.get_auth("/admin/sessions", &s(&carol, "access_token"))
+                .await
+                .0
+                == 403
+        })
+        .await;
+        println!("node {name}: demotion enforced after {took:?}");
+    }
+    assert!(
+        a.logs().contains("bus publish failed"),
+        "the bus really lost the messages"
+    );
+}

@@ -237,6 +237,15 @@ fn spawn_loops(
                 svc.on_bus(ev);
             }
         });
+        // The store is the truth, the bus only the fast path: see `Service::catch_up`.
+        let (svc, s) = (service.clone(), stop.clone());
+        tasks.spawn(async move {
+            let mut every = tokio::time::interval(crate::service::CATCH_UP_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while s.run_until_cancelled(every.tick()).await.is_some() {
+                svc.catch_up().await;
+            }
+        });
     }
     let (svc, s) = (service.clone(), stop.clone());
     tasks.spawn(async move {

@@ -29,6 +29,13 @@ use crate::sessions::{rotation::REUSE, Outcome, Session, Sessions, TicketGrant, 
 use crate::tokens::{random_id, Issuer, RefreshTokens, TokenResponse};
 use crate::users::{Directory, Identity};
 
+/// How often every node compares the store's revocation and roles epoch (and catches up when
+/// it moved): the bound on how long a missed bus message can go unnoticed.
+pub const CATCH_UP_EVERY: Duration = Duration::from_millis(500);
+
+/// Clock difference between nodes allowed for when looking back for revocations.
+const CLOCK_SKEW_MS: Millis = 10_000;
+
 /// How often every node re-reads its signing keys (SIGHUP reloads at once).
 pub const KEY_RELOAD_EVERY: Duration = Duration::from_secs(5);
 
@@ -64,6 +71,8 @@ pub struct Service {
     stats: stats::Stats,
     /// Service key, login hook and the identities of users outside the users file.
     integration: integration::Integration,
+    /// The store's epoch last caught up with, and when that catch-up began (this clock).
+    caught_up: tokio::sync::Mutex<(Option<crate::sessions::Epoch>, Millis)>,
 }
 
 /// A channel just opened: its registration and what to tell the client first.
@@ -103,12 +112,14 @@ impl Service {
             push_requests: DashMap::new(),
             stats: stats::Stats::default(),
             integration: p.integration,
+            caught_up: tokio::sync::Mutex::new((None, 0)),
         }
     }
 
     /// Loads revocations and role overrides from the store.
     pub async fn load(&self) -> ApiResult<()> {
         let since = self.now() - self.issuer.access_ttl_ms - 60_000;
+        self.caught_up.lock().await.1 = self.now();
         for sid in self.sessions.store.revoked_since(since).await? {
             self.revocations.insert(sid, self.now());
         }
@@ -118,6 +129,57 @@ impl Service {
                 self.users.set_roles(&name, roles);
             }
         }
+        Ok(())
+    }
+
+    /// The bus is only a fast path: when the store's epoch moved since the last look, takes
+    /// every revocation and role override from the store, so a node that missed bus messages
+    /// (a full publish queue, a failed PUBLISH, a subscriber dropped by Redis or
+    /// reconnecting) converges within one [`CATCH_UP_EVERY`]. A failed look is retried then.
+    pub async fn catch_up(&self) {
+        if let Err(e) = self.try_catch_up().await {
+            tracing::warn!(error = %e, "catching up with the store failed; retrying");
+        }
+    }
+
+    async fn try_catch_up(&self) -> ApiResult<()> {
+        let store = &self.sessions.store;
+        let Some(epoch) = store.epoch().await? else {
+            return Ok(());
+        };
+        let mut caught_up = self.caught_up.lock().await;
+        let seen = caught_up.0;
+        if seen == Some(epoch) {
+            return Ok(());
+        }
+        let started = self.now();
+        if seen.map(|e| e.revocations) != Some(epoch.revocations) {
+            // Revocations are stamped by the revoking node's clock: look back past any skew,
+            // and no further than an access token can live.
+            let since =
+                (caught_up.1 - CLOCK_SKEW_MS).max(started - self.issuer.access_ttl_ms - 60_000);
+            for sid in store.revoked_since(since).await? {
+                if self.revocations.contains_key(&sid) {
+                    continue;
+                }
+                let reason = store
+                    .load(&sid)
+                    .await?
+                    .and_then(|s| s.revoked)
+                    .unwrap_or_else(|| "logout".into());
+                tracing::info!(%sid, %reason, "revocation caught up from the store");
+                self.on_bus(BusEvent::Revoked { sid, reason });
+            }
+        }
+        if seen.map(|e| e.roles) != Some(epoch.roles) {
+            let names: Vec<String> = self.users.names().cloned().collect();
+            for (name, roles) in names.iter().zip(store.roles_many(&names).await?) {
+                if let Some(roles) = roles {
+                    self.users.set_roles(name, roles);
+                }
+            }
+        }
+        *caught_up = (Some(epoch), started);
         Ok(())
     }
 

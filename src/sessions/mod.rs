@@ -95,6 +95,13 @@ pub struct TicketGrant {
     pub gen: u64,
 }
 
+/// Where a shared store stands: how many revocations and role changes it has seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Epoch {
+    pub revocations: u64,
+    pub roles: u64,
+}
+
 /// Store failures. `Unavailable` becomes 503 with `Retry-After`, never `invalid_grant`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -121,6 +128,13 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn unrevoked(&self, user: Option<&str>) -> StoreResult<Vec<Session>>;
     /// Ids of sessions revoked at or after `since`, to reject their access tokens after a restart.
     async fn revoked_since(&self, since: Millis) -> StoreResult<Vec<String>>;
+    /// Counters the store bumps with every revocation and every role change, when several
+    /// nodes share it: each node compares them on a short interval and, when one moved,
+    /// catches up from the store, so a bus message it missed delays nothing by more than that
+    /// interval. `None`: the store is this node's alone, there is nothing to catch up on.
+    async fn epoch(&self) -> StoreResult<Option<Epoch>> {
+        Ok(None)
+    }
     /// Drops what can never be used again (revoked or expired sessions) from memory, and old
     /// revoked rows from disk. Returns how many sessions were dropped from memory.
     async fn forget_ended(&self, _now: Millis, _policy: &Policy) -> StoreResult<usize> {
@@ -157,6 +171,14 @@ pub trait RoleStore: Send + Sync + 'static {
     async fn roles(&self, user: &str) -> StoreResult<Option<Vec<String>>>;
     /// Records roles set by an admin.
     async fn set_roles(&self, user: &str, roles: &[String]) -> StoreResult<()>;
+    /// Roles set for each of `users`, in order (a shared store answers in one round trip).
+    async fn roles_many(&self, users: &[String]) -> StoreResult<Vec<Option<Vec<String>>>> {
+        let mut out = Vec::with_capacity(users.len());
+        for u in users {
+            out.push(self.roles(u).await?);
+        }
+        Ok(out)
+    }
 }
 
 /// Everything a node needs from its store: a backend is one only when it implements every

@@ -8,22 +8,35 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 
 use super::{
-    Counters, RoleStore, Session, SessionStore, StoreError, StoreResult, TicketGrant, TicketStore,
+    Counters, Epoch, RoleStore, Session, SessionStore, StoreError, StoreResult, TicketGrant,
+    TicketStore,
 };
 use crate::clock::Millis;
 
-/// KEYS[1] session key, ARGV[1] expected version, ARGV[2] new version, ARGV[3] data,
-/// ARGV[4] sid, ARGV[5] revoked_at or "" — returns 1 when written.
+/// KEYS[1] session key, KEYS[2] `tp:revoked`, KEYS[3] `tp:live`, KEYS[4] `tp:epoch`;
+/// ARGV[1] expected version, ARGV[2] new version, ARGV[3] data, ARGV[4] sid, ARGV[5]
+/// revoked_at or "", ARGV[6] oldest revocation worth keeping — returns 1 when written.
+/// A revocation bumps the epoch in the same step, so a node that sees the new epoch finds the
+/// revocation in `tp:revoked`; entries past any access token's lifetime are trimmed.
 const CAS: &str = r"
 local v = redis.call('HGET', KEYS[1], 'v')
 if v ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
 if ARGV[5] ~= '' then
-  redis.call('ZADD', 'tp:revoked', ARGV[5], ARGV[4])
-  redis.call('SREM', 'tp:live', ARGV[4])
+  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[6])
+  redis.call('SREM', KEYS[3], ARGV[4])
+  redis.call('INCR', KEYS[4])
 end
 return 1
 ";
+
+/// Revocation counter (see [`SessionStore::epoch`]).
+const EPOCH: &str = "tp:epoch";
+/// Role-change counter.
+const ROLES_EPOCH: &str = "tp:roles-epoch";
+/// Revocations are kept in `tp:revoked` this long: far past any access token's lifetime.
+const REVOKED_KEEP_MS: Millis = 86_400_000;
 
 /// KEYS[1] counter key: decrements it if it still exists.
 const GIVE_BACK: &str = r"
@@ -122,11 +135,15 @@ impl SessionStore for RedisStore {
         let written: i64 = self
             .cas
             .key(key(&s.sid))
+            .key("tp:revoked")
+            .key("tp:live")
+            .key(EPOCH)
             .arg(expected.to_string())
             .arg(s.version.to_string())
             .arg(data)
             .arg(&s.sid)
             .arg(revoked_at)
+            .arg(s.revoked_at - REVOKED_KEEP_MS)
             .invoke_async(&mut self.conn())
             .await
             .map_err(err)?;
@@ -165,6 +182,19 @@ impl SessionStore for RedisStore {
             .zrangebyscore("tp:revoked", since, "+inf")
             .await
             .map_err(err)
+    }
+
+    async fn epoch(&self) -> StoreResult<Option<Epoch>> {
+        let (r, o): (Option<u64>, Option<u64>) = redis::cmd("MGET")
+            .arg(EPOCH)
+            .arg(ROLES_EPOCH)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(err)?;
+        Ok(Some(Epoch {
+            revocations: r.unwrap_or(0),
+            roles: o.unwrap_or(0),
+        }))
     }
 }
 
@@ -241,8 +271,36 @@ impl RoleStore for RedisStore {
             .transpose()
     }
 
+    async fn roles_many(&self, users: &[String]) -> StoreResult<Vec<Option<Vec<String>>>> {
+        if users.is_empty() {
+            return Ok(vec![]);
+        }
+        let datas: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg("tp:roles")
+            .arg(users)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(err)?;
+        datas
+            .into_iter()
+            .map(|d| {
+                d.map(|d| serde_json::from_str(&d).map_err(internal))
+                    .transpose()
+            })
+            .collect()
+    }
+
     async fn set_roles(&self, user: &str, roles: &[String]) -> StoreResult<()> {
         let data = serde_json::to_string(roles).map_err(internal)?;
-        self.conn().hset("tp:roles", user, data).await.map_err(err)
+        // With the epoch, atomically: a node that sees it move finds the new roles.
+        redis::pipe()
+            .atomic()
+            .hset("tp:roles", user, data)
+            .ignore()
+            .incr(ROLES_EPOCH, 1)
+            .ignore()
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(err)
     }
 }
