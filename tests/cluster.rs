@@ -86,16 +86,26 @@ async fn channels_on_both_nodes_get_one_renewal_per_deadline() {
             }
         }
     }
+    // Tokens never ride the bus: each node signs its own copy of the pushed generation, so
+    // the two channels get the same generation with the same expiry, not the same bytes.
     let ids = |v: &Vec<(String, String, Instant)>| {
         v.iter()
-            .map(|x| (x.0.clone(), x.1.clone()))
+            .map(|x| {
+                let c = claims(&x.1);
+                (
+                    x.0.clone(),
+                    c["gen"].clone(),
+                    c["exp"].clone(),
+                    c["sub"].clone(),
+                )
+            })
             .collect::<Vec<_>>()
     };
     assert!(got_a.len() >= 2, "renewals arrived: {}", got_a.len());
     assert_eq!(
         ids(&got_a),
         ids(&got_b),
-        "both nodes' channels got identical tokens"
+        "both nodes' channels got the same generations"
     );
     let gens: Vec<u64> = got_a
         .iter()
@@ -513,12 +523,18 @@ async fn every_node_serves_minted_and_hook_sessions() {
             let pushed = &ev.data;
             nodes[0].remember(pushed);
             assert_eq!(who(pushed), who(&current[*i]), "renewal keeps the identity");
-            got[*i].push(s(pushed, "access_token"));
+            let c = claims(&s(pushed, "access_token"));
+            got[*i].push(format!(
+                "{} {} {}",
+                s(pushed, "refresh_token"),
+                c["gen"],
+                c["exp"]
+            ));
         }
         for (i, tokens) in got.iter().enumerate() {
             assert!(
                 tokens.windows(2).all(|w| w[0] == w[1]),
-                "session {i}: every node's channel got the same renewal"
+                "session {i}: every node's channel got the same renewal (generation, expiry)"
             );
         }
     }
@@ -805,4 +821,62 @@ async fn logout_and_demotion_reach_nodes_that_miss_every_bus_message() {
         a.logs().contains("bus publish failed"),
         "the bus really lost the messages"
     );
+}
+
+/// Issue 17: the bus carries small notices (session id + generation), never tokens; the node
+/// holding the channel signs the pushed generation itself. Prints bytes per push on the bus,
+/// now and in the former format (the whole push, tokens included, in the envelope).
+#[tokio::test]
+async fn the_bus_carries_notices_not_tokens() {
+    let redis = Redis::start().await;
+    let (a, b) = cluster(&redis, &["--access-ttl", "60s"]).await;
+    let mut listener = std::process::Command::new("redis-cli")
+        .arg("-p")
+        .arg(redis.port.to_string())
+        .args(["SUBSCRIBE", "tokenpush:events"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let admin = a.login_as("alice").await;
+    let t = b.login_as("carol").await;
+    let mut ws = b.ws(&b.ticket(&s(&t, "refresh_token")).await).await;
+    ws.expect("ready", 5 * S).await;
+    let r = a
+        .client
+        .put(a.url("/admin/users/carol/roles"))
+        .bearer_auth(s(&admin, "access_token"))
+        .json(&json!({"roles": ["editor"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let f = ws.expect("tokens", 2 * S).await;
+    b.remember(&f);
+    assert_eq!(f["reason"], "claims_changed");
+    assert_eq!(claims(&s(&f, "access_token"))["roles"], json!(["editor"]));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    listener.kill().unwrap();
+    let out = String::from_utf8(listener.wait_with_output().unwrap().stdout).unwrap();
+    let notices: Vec<&str> = out.lines().filter(|l| l.contains("\"pushed\"")).collect();
+    assert_eq!(notices.len(), 1, "one notice for the push: {out}");
+    assert!(!out.contains("eyJ"), "no JWT on the bus: {out}");
+    assert!(
+        !out.contains(&s(&f, "refresh_token")),
+        "no refresh token on the bus"
+    );
+    // The former format: the envelope around the whole push, body (tokens) included.
+    let mut body = f.clone();
+    body.as_object_mut().unwrap().remove("type");
+    body.as_object_mut().unwrap().remove("id");
+    let before = json!({"node": "AAAAAAAAAAAA", "event": {"t": "tokens",
+        "sid": t["session_id"], "id": f["id"], "gen": 1, "deadline_ms": 1_700_000_000_000u64,
+        "access_exp_ms": 1_700_000_060_000u64, "body": body.to_string()}})
+    .to_string()
+    .len();
+    println!(
+        "bus bytes per push: {} now, {before} in the former format",
+        notices[0].len()
+    );
+    assert!(notices[0].len() < 200, "{}", notices[0]);
 }

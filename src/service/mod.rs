@@ -168,7 +168,7 @@ impl Service {
                     .and_then(|s| s.revoked)
                     .unwrap_or_else(|| "logout".into());
                 tracing::info!(%sid, %reason, "revocation caught up from the store");
-                self.on_bus(BusEvent::Revoked { sid, reason });
+                self.revoked_elsewhere(sid, &reason);
             }
         }
         if seen.map(|e| e.roles) != Some(epoch.roles) {
@@ -295,16 +295,37 @@ impl Service {
     }
 
     /// An event from another node.
-    pub fn on_bus(&self, ev: BusEvent) {
+    pub fn on_bus(self: &Arc<Self>, ev: BusEvent) {
         match ev {
-            BusEvent::Tokens(push) => self.deliver_tokens(push),
-            BusEvent::Revoked { sid, reason } => {
-                self.revocations.insert(sid.clone(), self.now());
-                self.integration.announce_revocation(&sid, &reason);
-                self.hub.deliver(&sid, &Event::Revoked(reason.into()));
+            BusEvent::Pushed {
+                sid,
+                gen,
+                reason,
+                deadline_ms,
+                exp,
+            } => {
+                if self.hub.has_channels(&sid) {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = me
+                            .pushed_elsewhere(&sid, gen, reason, deadline_ms, exp)
+                            .await
+                        {
+                            tracing::warn!(%sid, error = %e, "delivering another node's push failed");
+                        }
+                    });
+                }
             }
+            BusEvent::Revoked { sid, reason } => self.revoked_elsewhere(sid, &reason),
             BusEvent::RolesChanged { user, roles } => self.users.set_roles(&user, roles),
         }
+    }
+
+    /// Another node revoked a session: refuse its access tokens and close its channels here.
+    fn revoked_elsewhere(&self, sid: String, reason: &str) {
+        self.revocations.insert(sid.clone(), self.now());
+        self.integration.announce_revocation(&sid, reason);
+        self.hub.deliver(&sid, &Event::Revoked(reason.into()));
     }
 
     /// Live (unrevoked, unexpired) sessions, optionally of one user.
