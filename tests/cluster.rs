@@ -880,3 +880,77 @@ async fn the_bus_carries_notices_not_tokens() {
     );
     assert!(notices[0].len() < 200, "{}", notices[0]);
 }
+
+/// Issue 17: `/admin/sessions` and `/admin/stats` on any node show every node's channels,
+/// each marked with the node (`host:port`) that holds it.
+#[tokio::test]
+async fn admin_views_show_every_nodes_channels() {
+    let redis = Redis::start().await;
+    let url = redis.url();
+    let args = [
+        "--store",
+        url.as_str(),
+        "--issuer",
+        ISSUER,
+        "--access-ttl",
+        "60s",
+    ];
+    let a = TestApp::spawn(&args).await;
+    let b = a.spawn_peer(&args).await;
+    let c = a.spawn_peer(&args).await;
+    let admin = a.login_as("alice").await;
+    let t = b.login_as("bob").await;
+    let mut ws = b.ws(&c.ticket(&s(&t, "refresh_token")).await).await;
+    ws.expect("ready", 5 * S).await;
+    let mut sse = c
+        .sse(&b.ticket(&s(&t, "refresh_token")).await, None)
+        .await
+        .unwrap();
+    sse.expect("ready", 5 * S).await;
+    let on = |n: &TestApp| format!(":{}", n.port);
+    let row = |list: &Value| {
+        list["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["session_id"] == t["session_id"])
+            .cloned()
+            .unwrap()
+    };
+    let access = s(&admin, "access_token");
+    let started = Instant::now();
+    let last = loop {
+        let (st, list) = a.get_auth("/admin/sessions", &access).await;
+        assert_eq!(st, 200);
+        let r = row(&list);
+        if r["nodes"].as_array().unwrap().len() == 2 {
+            break r;
+        }
+        assert!(
+            started.elapsed() < 6 * S,
+            "both nodes' channels listed on A: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(last["channels"], json!({"sse": 1, "ws": 1}), "{last}");
+    let nodes = last["nodes"].as_array().unwrap();
+    let of = |n: &TestApp| {
+        nodes
+            .iter()
+            .find(|x| x["node"].as_str().unwrap().ends_with(&on(n)))
+            .cloned()
+            .unwrap_or_else(|| panic!("no entry for node {} in {last}", n.port))
+    };
+    assert_eq!(
+        (of(&b)["sse"].clone(), of(&b)["ws"].clone()),
+        (json!(0), json!(1))
+    );
+    assert_eq!(
+        (of(&c)["sse"].clone(), of(&c)["ws"].clone()),
+        (json!(1), json!(0))
+    );
+    let (st, stats) = a.get_auth("/admin/stats", &access).await;
+    assert_eq!(st, 200);
+    assert_eq!(stats["channels"], json!({"sse": 1, "ws": 1}), "{stats}");
+    assert_eq!(stats["nodes"].as_array().unwrap().len(), 3, "{stats}");
+}

@@ -33,6 +33,10 @@ use crate::users::{Directory, Identity};
 /// it moved): the bound on how long a missed bus message can go unnoticed.
 pub const CATCH_UP_EVERY: Duration = Duration::from_millis(500);
 
+/// How often every node tells the store which channels it holds (cluster-wide admin views);
+/// what it said is forgotten after three times that, so a node that died drops out.
+pub const PRESENCE_EVERY: Duration = Duration::from_secs(2);
+
 /// Clock difference between nodes allowed for when looking back for revocations.
 const CLOCK_SKEW_MS: Millis = 10_000;
 
@@ -71,6 +75,8 @@ pub struct Service {
     stats: stats::Stats,
     /// Service key, login hook and the identities of users outside the users file.
     integration: integration::Integration,
+    /// How this node is named in cluster-wide admin views (`host:port`).
+    node: std::sync::OnceLock<String>,
     /// The store's epoch last caught up with, and when that catch-up began (this clock).
     caught_up: tokio::sync::Mutex<(Option<crate::sessions::Epoch>, Millis)>,
 }
@@ -113,6 +119,7 @@ impl Service {
             stats: stats::Stats::default(),
             integration: p.integration,
             caught_up: tokio::sync::Mutex::new((None, 0)),
+            node: std::sync::OnceLock::new(),
         }
     }
 

@@ -73,6 +73,57 @@ impl Service {
         self.hub.counts(sid)
     }
 
+    /// Names this node in cluster-wide admin views (set once, at start).
+    pub fn set_node(&self, name: String) {
+        let _ = self.node.set(name);
+    }
+
+    /// This node's name in cluster-wide admin views.
+    pub fn node(&self) -> &str {
+        self.node.get().map_or("this node", String::as_str)
+    }
+
+    /// Tells the store which channels this node holds (see [`super::PRESENCE_EVERY`]).
+    pub async fn announce_presence(&self) {
+        let ttl = super::PRESENCE_EVERY * 3;
+        let snapshot = self.hub.snapshot();
+        if let Err(e) = self
+            .sessions
+            .store
+            .put_presence(self.node(), &snapshot, ttl)
+            .await
+        {
+            tracing::warn!(error = %e, "announcing channel presence failed");
+        }
+    }
+
+    /// Channels per session on every node: this node's live, the others' as they last said
+    /// (at most [`super::PRESENCE_EVERY`] old). Each entry: (node, SSE, WS). With the store out
+    /// of reach, this node's only.
+    pub async fn cluster_channels(
+        &self,
+    ) -> std::collections::HashMap<String, Vec<(String, usize, usize)>> {
+        let me = self.node().to_string();
+        let mut out: std::collections::HashMap<String, Vec<(String, usize, usize)>> =
+            Default::default();
+        let others = self.sessions.store.presence().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reading other nodes' channels failed");
+            vec![]
+        });
+        for (node, channels) in others.into_iter().filter(|(n, _)| *n != me) {
+            for (sid, sse, ws) in channels {
+                out.entry(sid).or_default().push((node.clone(), sse, ws));
+            }
+        }
+        for (sid, sse, ws) in self.hub.snapshot() {
+            out.entry(sid).or_default().push((me.clone(), sse, ws));
+        }
+        for v in out.values_mut() {
+            v.sort();
+        }
+        out
+    }
+
     /// Live channels of a kind on this node.
     pub fn live_channels(&self, kind: Kind) -> usize {
         self.hub.live(kind)

@@ -181,11 +181,30 @@ pub trait RoleStore: Send + Sync + 'static {
     }
 }
 
+/// Channels each node holds, per session, kept in a shared store for a short time so any node's
+/// admin views show the whole cluster.
+#[async_trait]
+pub trait Presence: Send + Sync + 'static {
+    /// Replaces what `node` holds (sid, SSE, WS); forgotten after `ttl` unless renewed.
+    async fn put_presence(
+        &self,
+        _node: &str,
+        _channels: &[(String, usize, usize)],
+        _ttl: Duration,
+    ) -> StoreResult<()> {
+        Ok(())
+    }
+    /// Every node's last word that has not expired: (node, its channels).
+    async fn presence(&self) -> StoreResult<Vec<(String, Vec<(String, usize, usize)>)>> {
+        Ok(vec![])
+    }
+}
+
 /// Everything a node needs from its store: a backend is one only when it implements every
 /// job, so a missing one fails to compile rather than at run time.
-pub trait Store: SessionStore + TicketStore + Counters + RoleStore {}
+pub trait Store: SessionStore + TicketStore + Counters + RoleStore + Presence {}
 
-impl<T: SessionStore + TicketStore + Counters + RoleStore> Store for T {}
+impl<T: SessionStore + TicketStore + Counters + RoleStore + Presence> Store for T {}
 
 /// A Redis client and connection, for the cluster bus, when the store is Redis.
 pub type RedisHandles = Option<(::redis::Client, ::redis::aio::ConnectionManager)>;

@@ -8,8 +8,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 
 use super::{
-    Counters, Epoch, RoleStore, Session, SessionStore, StoreError, StoreResult, TicketGrant,
-    TicketStore,
+    Counters, Epoch, Presence, RoleStore, Session, SessionStore, StoreError, StoreResult,
+    TicketGrant, TicketStore,
 };
 use crate::clock::Millis;
 
@@ -302,5 +302,66 @@ impl RoleStore for RedisStore {
             .exec_async(&mut self.conn())
             .await
             .map_err(err)
+    }
+}
+
+#[async_trait]
+impl Presence for RedisStore {
+    async fn put_presence(
+        &self,
+        node: &str,
+        channels: &[(String, usize, usize)],
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        let k = format!("tp:node:{node}");
+        let now = crate::clock::now_ms();
+        let ttl_ms = ttl.as_millis() as i64;
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(&k).ignore();
+        for chunk in channels.chunks(1000) {
+            let fields: Vec<(&str, String)> = chunk
+                .iter()
+                .map(|(sid, sse, ws)| (sid.as_str(), format!("{sse},{ws}")))
+                .collect();
+            pipe.hset_multiple(&k, &fields).ignore();
+        }
+        // An empty hash is no key: the marker field keeps a node with no channel listed.
+        pipe.hset(&k, "", "").ignore();
+        pipe.pexpire(&k, ttl_ms).ignore();
+        pipe.zadd("tp:nodes", node, now + ttl_ms).ignore();
+        pipe.zrembyscore("tp:nodes", "-inf", now).ignore();
+        pipe.exec_async(&mut self.conn()).await.map_err(err)
+    }
+
+    async fn presence(&self) -> StoreResult<Vec<(String, Vec<(String, usize, usize)>)>> {
+        let now = crate::clock::now_ms();
+        let nodes: Vec<String> = self
+            .conn()
+            .zrangebyscore("tp:nodes", now, "+inf")
+            .await
+            .map_err(err)?;
+        if nodes.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut pipe = redis::pipe();
+        for n in &nodes {
+            pipe.hgetall(format!("tp:node:{n}"));
+        }
+        let maps: Vec<std::collections::HashMap<String, String>> =
+            pipe.query_async(&mut self.conn()).await.map_err(err)?;
+        Ok(nodes
+            .into_iter()
+            .zip(maps)
+            .map(|(node, map)| {
+                let channels = map
+                    .into_iter()
+                    .filter_map(|(sid, v)| {
+                        let (sse, ws) = v.split_once(',')?;
+                        Some((sid, sse.parse().ok()?, ws.parse().ok()?))
+                    })
+                    .collect();
+                (node, channels)
+            })
+            .collect())
     }
 }
