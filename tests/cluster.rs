@@ -954,3 +954,29 @@ async fn admin_views_show_every_nodes_channels() {
     assert_eq!(stats["channels"], json!({"sse": 1, "ws": 1}), "{stats}");
     assert_eq!(stats["nodes"].as_array().unwrap().len(), 3, "{stats}");
 }
+
+/// Issue 17: the requested-push limit (one per session per 2 s) holds across the cluster: a
+/// client asking every node in turn is refused by the second.
+#[tokio::test]
+async fn the_push_rate_limit_is_cluster_wide() {
+    let redis = Redis::start().await;
+    let (a, b) = cluster(&redis, &["--access-ttl", "60s"]).await;
+    let t = a.login_as("bob").await;
+    let mut sse = a
+        .sse(&b.ticket(&s(&t, "refresh_token")).await, None)
+        .await
+        .unwrap();
+    sse.expect("ready", 5 * S).await;
+    let access = s(&t, "access_token");
+    assert_eq!(a.post_bearer("/auth/renew", &access).await.status(), 202);
+    let r = b.post_bearer("/auth/renew", &access).await;
+    assert_eq!(r.status(), 429, "the other node counts the same limit");
+    assert!(r.headers().get("retry-after").is_some());
+    let ev = sse.expect("tokens", 2 * S).await;
+    a.remember(&ev.data);
+    assert_eq!(ev.data["reason"], "requested");
+    assert!(sse
+        .next(Duration::from_millis(500))
+        .await
+        .is_none_or(|e| e.event != "tokens"));
+}

@@ -313,7 +313,9 @@ fn spawn_key_reload(
             if s.run_until_cancelled(hup_or_tick).await.is_none() {
                 break;
             }
-            svc.reload_keys(&data_dir);
+            // File reads: on a blocking thread, never on a runtime worker serving channels.
+            let (svc, dir) = (svc.clone(), data_dir.clone());
+            let _ = tokio::task::spawn_blocking(move || svc.reload_keys(&dir)).await;
         }
     });
 }

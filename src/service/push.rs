@@ -241,6 +241,14 @@ impl Service {
                 allowed = true;
                 now
             });
+        // Then cluster-wide: a client asking every node in turn still gets one push per
+        // interval. A store out of reach leaves the node's own limit in charge.
+        if allowed {
+            let key = format!("push|{sid}");
+            if let Ok((n, _)) = self.sessions.store.hit(&key, PUSH_REQUEST_INTERVAL).await {
+                allowed = n == 1;
+            }
+        }
         if allowed {
             if let Err(e) = self.renew(sid, Reason::Requested, self.now()).await {
                 tracing::warn!(error = %e, "requested push failed");

@@ -226,6 +226,7 @@ pub async fn open(
             let s = redis::RedisStore::open(s, max_ttl)
                 .await
                 .map_err(|e| format!("redis: {e}"))?;
+            s.check_version().await.map_err(|e| format!("redis: {e}"))?;
             let handles = Some((
                 s.client.clone(),
                 redis::manager(&s.client)

@@ -95,10 +95,42 @@ impl RedisStore {
         })
     }
 
+    /// Refuses to serve on a Redis older than 7.0, with a message that says so.
+    pub async fn check_version(&self) -> Result<(), String> {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| e.to_string())?;
+        check_version(&info)
+    }
+
     /// A clone of the shared connection (cheap; it multiplexes).
     pub fn conn(&self) -> ConnectionManager {
         self.conn.clone()
     }
+}
+
+/// Oldest Redis served: `EXPIRE … NX` (login-failure windows) and sharded pub/sub need 7.0.
+const MIN_VERSION: (u32, u32) = (7, 0);
+
+/// Refuses a Redis older than [`MIN_VERSION`], from its `INFO server` text.
+fn check_version(info: &str) -> Result<(), String> {
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .map(str::trim)
+        .ok_or_else(|| "Redis did not say its version (INFO server)".to_string())?;
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if found < MIN_VERSION {
+        return Err(format!(
+            "Redis {version} is too old: tokenpush needs Redis {}.{} or newer \
+             (EXPIRE NX, sharded pub/sub)",
+            MIN_VERSION.0, MIN_VERSION.1
+        ));
+    }
+    Ok(())
 }
 
 fn decode(data: Option<String>) -> StoreResult<Option<Session>> {
@@ -363,5 +395,24 @@ impl Presence for RedisStore {
                 (node, channels)
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_version;
+
+    #[test]
+    fn redis_older_than_7_is_refused_with_a_clear_message() {
+        let info = |v: &str| format!("# Server\r\nredis_version:{v}\r\nredis_mode:standalone\r\n");
+        assert!(check_version(&info("7.0.15")).is_ok());
+        assert!(check_version(&info("7.2.4")).is_ok());
+        assert!(check_version(&info("8.0.0")).is_ok());
+        let err = check_version(&info("6.2.14")).unwrap_err();
+        assert!(
+            err.contains("6.2.14") && err.contains("7.0 or newer"),
+            "{err}"
+        );
+        assert!(check_version("# Server\r\n").is_err());
     }
 }
