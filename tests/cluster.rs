@@ -456,8 +456,9 @@ async fn every_node_serves_minted_and_hook_sessions() {
     let redis = Redis::start().await;
     let keydir = tempfile::tempdir().unwrap();
     let nodes = integrated_cluster(&redis, keydir.path()).await;
+    // 20 minted and 20 hook sessions, three channels each: 120 channels over three nodes.
     let mut sessions = vec![];
-    for i in 0..4 {
+    for i in 0..20 {
         let n = &nodes[i % 3];
         let (st, t) = mint(
             n,
