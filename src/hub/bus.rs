@@ -34,6 +34,10 @@ pub enum BusEvent {
         user: String,
         roles: Vec<String>,
     },
+    /// This node's subscription was (re)established: what was published while it was down
+    /// is lost, so catch up from the store now. Never sent on the bus.
+    #[serde(skip)]
+    Resubscribed,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -121,6 +125,9 @@ async fn subscribe_forever(client: redis::Client, me: String, tx: mpsc::Unbounde
             Ok(mut ps) => {
                 if ps.subscribe(CHANNEL).await.is_ok() {
                     backoff = std::time::Duration::from_millis(100);
+                    if tx.send(BusEvent::Resubscribed).is_err() {
+                        return;
+                    }
                     let mut msgs = ps.on_message();
                     while let Some(msg) = msgs.next().await {
                         let Ok(text) = msg.get_payload::<String>() else {

@@ -139,7 +139,8 @@ impl Service {
         Ok(())
     }
 
-    /// The bus is only a fast path: when the store's epoch moved since the last look, takes
+    /// The bus is only a fast path: every [`CATCH_UP_EVERY`] and after every resubscription,
+    /// when the store's epoch moved since the last look, takes
     /// every revocation and role override from the store, so a node that missed bus messages
     /// (a full publish queue, a failed PUBLISH, a subscriber dropped by Redis or
     /// reconnecting) converges within one [`CATCH_UP_EVERY`]. A failed look is retried then.
@@ -325,6 +326,10 @@ impl Service {
             }
             BusEvent::Revoked { sid, reason } => self.revoked_elsewhere(sid, &reason),
             BusEvent::RolesChanged { user, roles } => self.users.set_roles(&user, roles),
+            BusEvent::Resubscribed => {
+                let me = self.clone();
+                tokio::spawn(async move { me.catch_up().await });
+            }
         }
     }
 
