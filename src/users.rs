@@ -43,8 +43,50 @@ struct UsersFile {
     user: Vec<User>,
 }
 
+/// `sub` prefix of users minted with the service key (`POST /admin/sessions`): the app's own
+/// `sub` follows it, so a minted user can never be taken for a users-file user of that name.
+pub const MINTED: &str = "ext:";
+/// `sub` prefix of users vouched for by `--login-hook`.
+pub const HOOKED: &str = "hook:";
+/// Longest `sub`, `name` or role accepted from a trusted backend or the login hook, in bytes.
+pub const MAX_CLAIM: usize = 256;
+
+/// Whether `sub` names a user from outside the users file (minted or hooked).
+pub fn is_external(sub: &str) -> bool {
+    sub.starts_with(MINTED) || sub.starts_with(HOOKED)
+}
+
+/// Checks a `sub`, `name` or role that came from outside (the app's backend or its login
+/// hook). It is signed into tokens, shown in the admin console and written to logs, so it is
+/// refused, not cleaned, when it is empty, longer than [`MAX_CLAIM`] bytes, has spaces at
+/// either end, or holds control, format (bidi overrides, zero-width) or line/paragraph
+/// separator characters: a `\n` would forge log lines, a U+202E reorder what an admin reads.
+pub fn check_claim(what: &str, v: &str) -> Result<(), String> {
+    use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory};
+    if v.is_empty() || v.trim() != v {
+        return Err(format!(
+            "{what} must be non-empty, without spaces at either end"
+        ));
+    }
+    if v.len() > MAX_CLAIM {
+        return Err(format!("{what} is longer than {MAX_CLAIM} bytes"));
+    }
+    let bad = v.chars().any(|c| {
+        matches!(
+            c.general_category(),
+            G::Control | G::Format | G::LineSeparator | G::ParagraphSeparator
+        )
+    });
+    if bad {
+        return Err(format!(
+            "{what} holds control, format (bidi) or separator characters"
+        ));
+    }
+    Ok(())
+}
+
 /// What tokens say about a user.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Identity {
     pub name: String,
     pub display_name: String,
@@ -189,6 +231,14 @@ impl Directory {
         let file: UsersFile =
             toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         for u in &file.user {
+            if is_external(&u.name) {
+                return Err(format!(
+                    "{}: user {:?}: names starting with {MINTED:?} or {HOOKED:?} are kept for \
+                     users minted by the app or its login hook",
+                    path.display(),
+                    u.name
+                ));
+            }
             PasswordHash::new(&u.password_hash).map_err(|e| {
                 format!(
                     "{}: user {:?} has a bad password_hash: {e}",
@@ -408,5 +458,39 @@ mod tests {
         assert!(Directory::reset_demo(dir.path()).unwrap().exists("alice"));
         let after = std::fs::read_to_string(dir.path().join(DEMO_USERS_FILE)).unwrap();
         assert_ne!(before, after, "reset makes new password hashes");
+    }
+
+    #[test]
+    fn outside_claims_with_forging_characters_are_refused() {
+        assert!(check_claim("sub", "erin@app").is_ok());
+        assert!(check_claim("name", "Zoë Ñ 李").is_ok());
+        for bad in [
+            "",
+            " x",
+            "x ",
+            "a\nb",
+            "a\rb",
+            "a\u{202e}b",
+            "a\u{200b}b",
+            "a\u{2028}b",
+        ] {
+            assert!(check_claim("sub", bad).is_err(), "{bad:?}");
+        }
+        assert!(check_claim("sub", &"x".repeat(MAX_CLAIM)).is_ok());
+        assert!(check_claim("sub", &"x".repeat(MAX_CLAIM + 1)).is_err());
+    }
+
+    #[test]
+    fn users_file_names_cannot_take_an_external_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("users.toml");
+        let h = hash_password("pw");
+        std::fs::write(
+            &p,
+            format!("[[user]]\nname = \"ext:bob\"\npassword_hash = \"{h}\"\n"),
+        )
+        .unwrap();
+        let err = Directory::load(&p).err().unwrap();
+        assert!(err.contains("ext:bob"), "{err}");
     }
 }

@@ -75,7 +75,10 @@ export class AdminConsole {
     const sse = st.channels?.sse ?? 0;
     const ws = st.channels?.ws ?? 0;
     $('m-channels').textContent = String(sse + ws);
-    $('m-channels-kind').textContent = `SSE ${sse} · WS ${ws} · ${st.live_sessions} live session${st.live_sessions === 1 ? '' : 's'}`;
+    // A cluster: channels are every node's; say how many nodes hold them.
+    this.nodeCount = st.nodes?.length ?? 1;
+    const nodes = this.nodeCount > 1 ? ` on ${this.nodeCount} nodes` : '';
+    $('m-channels-kind').textContent = `SSE ${sse} · WS ${ws}${nodes} · ${st.live_sessions} live session${st.live_sessions === 1 ? '' : 's'}`;
     $('m-pushes').textContent = String(st.deliveries_last_minute ?? 0);
     $('m-margin').textContent = seconds(st.min_delivery_margin_ms);
     $('m-reuse').textContent = String(st.reuse_detections ?? 0);
@@ -98,7 +101,11 @@ export class AdminConsole {
       cell(tr, ago(s.created_at, now));
       cell(tr, ago(s.last_used_at, now));
       cell(tr, `${s.generation} / ${s.confirmed_generation ?? '—'}`, 'num');
-      cell(tr, `SSE ${s.channels.sse} · WS ${s.channels.ws}`);
+      // In a cluster, which node holds them (host:port: count).
+      const where = this.nodeCount > 1 && s.nodes?.length
+        ? ` (${s.nodes.map((n) => `${n.node}: ${n.sse + n.ws}`).join(', ')})`
+        : '';
+      cell(tr, `SSE ${s.channels.sse} · WS ${s.channels.ws}${where}`);
       cell(tr, s.last_push_at ? `${ago(s.last_push_at, now)} (gen ${s.last_push_generation})` : '—');
       cell(tr, seconds(s.last_margin_ms), 'num');
 

@@ -86,16 +86,26 @@ async fn channels_on_both_nodes_get_one_renewal_per_deadline() {
             }
         }
     }
+    // Tokens never ride the bus: each node signs its own copy of the pushed generation, so
+    // the two channels get the same generation with the same expiry, not the same bytes.
     let ids = |v: &Vec<(String, String, Instant)>| {
         v.iter()
-            .map(|x| (x.0.clone(), x.1.clone()))
+            .map(|x| {
+                let c = claims(&x.1);
+                (
+                    x.0.clone(),
+                    c["gen"].clone(),
+                    c["exp"].clone(),
+                    c["sub"].clone(),
+                )
+            })
             .collect::<Vec<_>>()
     };
     assert!(got_a.len() >= 2, "renewals arrived: {}", got_a.len());
     assert_eq!(
         ids(&got_a),
         ids(&got_b),
-        "both nodes' channels got identical tokens"
+        "both nodes' channels got the same generations"
     );
     let gens: Vec<u64> = got_a
         .iter()
@@ -349,4 +359,629 @@ async fn signing_key_rotation_reaches_every_node_and_old_tokens_stay_valid() {
         let jwks = node.get_text("/.well-known/jwks.json").await;
         assert!(jwks.contains(&old_kid) && jwks.contains(&new_kid), "{jwks}");
     }
+}
+
+const SERVICE_KEY: &str = "cluster-test-service-key-0123456789";
+
+/// A service key file with mode 0600 (the server refuses a readable one).
+fn service_key_file(dir: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("service.key");
+    std::fs::write(&path, format!("{SERVICE_KEY}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// A login hook served by the test: any username with the test password is accepted as
+/// `<username>@corp` with roles `["staff"]`, except `email-<name>@corp`, answered as plain
+/// `<name>` (the hook that claims a users-file name) and `hook-forger`, answered with a `sub`
+/// holding a newline.
+async fn hook() -> String {
+    let handler = |axum::Json(q): axum::Json<Value>| async move {
+        use axum::http::StatusCode;
+        let (Some(user), Some(common::PASSWORD)) = (q["username"].as_str(), q["password"].as_str())
+        else {
+            return (StatusCode::UNAUTHORIZED, axum::Json(json!({})));
+        };
+        let answer = if let Some(name) = user
+            .strip_prefix("email-")
+            .and_then(|u| u.strip_suffix("@corp"))
+        {
+            json!({"sub": name, "roles": []})
+        } else if user == "hook-forger" {
+            json!({"sub": "eve\nINFO forged line", "roles": []})
+        } else {
+            json!({"sub": format!("{user}@corp"), "name": format!("Hooked {user}"), "roles": ["staff"]})
+        };
+        (StatusCode::OK, axum::Json(answer))
+    };
+    let app = axum::Router::new().route("/check", axum::routing::post(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/check", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// `POST /admin/sessions` with the service key.
+async fn mint(app: &TestApp, body: Value) -> (u16, Value) {
+    let r = app
+        .client
+        .post(app.url("/admin/sessions"))
+        .bearer_auth(SERVICE_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (st, v) = status_json(r).await;
+    app.remember(&v);
+    (st, v)
+}
+
+/// Three nodes on one Redis, with the service key and a login hook.
+async fn integrated_cluster(redis: &Redis, keydir: &std::path::Path) -> [TestApp; 3] {
+    let url = redis.url();
+    let key = service_key_file(keydir);
+    let hook = hook().await;
+    let args = [
+        "--store",
+        &url,
+        "--issuer",
+        ISSUER,
+        "--service-key-file",
+        &key,
+        "--login-hook",
+        &hook,
+    ];
+    let a = TestApp::spawn(&args).await;
+    let b = a.spawn_peer(&args).await;
+    let c = a.spawn_peer(&args).await;
+    [a, b, c]
+}
+
+/// `tokenpush_refresh_total{result="invalid"}` on a node (0 when never counted).
+async fn invalid_refreshes(app: &TestApp) -> u64 {
+    let text = app.get_text("/metrics").await;
+    text.lines()
+        .find(|l| l.starts_with("tokenpush_refresh_total") && l.contains("\"invalid\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .map(|n| n.parse().unwrap())
+        .unwrap_or(0)
+}
+
+/// Issue 17: users minted with the service key or vouched for by the login hook on one node
+/// are served by every node: pull refreshes, tickets, resumed channels and scheduled renewals
+/// anywhere, never `invalid_grant`, always the same claims.
+#[tokio::test]
+async fn every_node_serves_minted_and_hook_sessions() {
+    let redis = Redis::start().await;
+    let keydir = tempfile::tempdir().unwrap();
+    let nodes = integrated_cluster(&redis, keydir.path()).await;
+    // 20 minted and 20 hook sessions, three channels each: 120 channels over three nodes.
+    let mut sessions = vec![];
+    for i in 0..20 {
+        let n = &nodes[i % 3];
+        let (st, t) = mint(
+            n,
+            json!({"sub": format!("app-{i}"), "name": "App user", "roles": ["staff"],
+                "ext": {"i": i}}),
+        )
+        .await;
+        assert_eq!(st, 200, "{t}");
+        sessions.push(t);
+        let (st, t) = n
+            .post_json(
+                "/auth/login",
+                json!({"username": format!("user-{i}"), "password": common::PASSWORD}),
+            )
+            .await;
+        assert_eq!(st, 200, "{t}");
+        sessions.push(t);
+    }
+    let who = |t: &Value| {
+        let c = claims(&s(t, "access_token"));
+        (
+            c["sub"].clone(),
+            c["name"].clone(),
+            c["roles"].clone(),
+            c["ext"].clone(),
+        )
+    };
+    // Pull refreshes round-robin over every node, starting on one that did not log in.
+    let mut current = vec![];
+    for (i, t) in sessions.iter().enumerate() {
+        let mut t = t.clone();
+        for k in 1..=3 {
+            let (st, next) = nodes[(i + k) % 3].refresh(&s(&t, "refresh_token")).await;
+            assert_eq!(st, 200, "refresh {k} of session {i}: {next}");
+            assert_eq!(who(&next), who(&t), "same identity from every node");
+            t = next;
+        }
+        current.push(t);
+    }
+    // A channel on every node, each opened with a ticket from another node; one resumes.
+    let mut channels = vec![];
+    for (i, t) in current.iter().enumerate() {
+        let rt = s(t, "refresh_token");
+        let gen = claims(&s(t, "access_token"))["gen"].as_u64().unwrap();
+        let resume = format!("{}:{gen}", s(t, "session_id"));
+        for k in 0..3 {
+            let ticket = nodes[(k + 1) % 3].ticket(&rt).await;
+            let last = (k == i % 3).then_some(resume.as_str());
+            let mut sse = nodes[k]
+                .sse(&ticket, last)
+                .await
+                .unwrap_or_else(|st| panic!("channel of session {i} on node {k}: {st}"));
+            sse.expect("ready", 5 * S).await;
+            channels.push((i, k, sse));
+        }
+    }
+    // Two scheduled renewals: every channel gets each one, the same tokens on every node.
+    for round in 0..2 {
+        let mut got: Vec<Vec<String>> = vec![vec![]; current.len()];
+        for (i, k, sse) in &mut channels {
+            let ev = sse.expect("tokens", 8 * S).await;
+            assert_eq!(ev.data["reason"], "renewal", "round {round}, node {k}");
+            let pushed = &ev.data;
+            nodes[0].remember(pushed);
+            assert_eq!(who(pushed), who(&current[*i]), "renewal keeps the identity");
+            let c = claims(&s(pushed, "access_token"));
+            got[*i].push(format!(
+                "{} {} {}",
+                s(pushed, "refresh_token"),
+                c["gen"],
+                c["exp"]
+            ));
+        }
+        for (i, tokens) in got.iter().enumerate() {
+            assert!(
+                tokens.windows(2).all(|w| w[0] == w[1]),
+                "session {i}: every node's channel got the same renewal (generation, expiry)"
+            );
+        }
+    }
+    for n in &nodes {
+        assert_eq!(invalid_refreshes(n).await, 0, "no invalid_grant anywhere");
+    }
+}
+
+/// `DELETE path` with a Bearer token; the status.
+async fn delete_auth(app: &TestApp, path: &str, access: &str) -> u16 {
+    let r = app
+        .client
+        .delete(app.url(path))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
+}
+
+/// Issue 17 shadowing: minting `{"sub":"bob","roles":["admin"]}` makes `ext:bob`, a user of
+/// its own; the real bob's password sessions keep the users file's identity on every node.
+#[tokio::test]
+async fn a_minted_user_never_shadows_a_users_file_user() {
+    let redis = Redis::start().await;
+    let keydir = tempfile::tempdir().unwrap();
+    let nodes = integrated_cluster(&redis, keydir.path()).await;
+    let real = nodes[0].login_as("bob").await;
+    let (st, fake) = mint(&nodes[1], json!({"sub": "bob", "roles": ["admin"]})).await;
+    assert_eq!(st, 200, "{fake}");
+    let c = claims(&s(&fake, "access_token"));
+    assert_eq!(
+        (c["sub"].clone(), c["name"].clone()),
+        (json!("ext:bob"), json!("bob"))
+    );
+    for (k, n) in nodes.iter().enumerate() {
+        let (st, next) = n.refresh(&s(&real, "refresh_token")).await;
+        assert_eq!(st, 200, "{next}");
+        let c = claims(&s(&next, "access_token"));
+        assert_eq!(
+            (c["sub"].clone(), c["roles"].clone()),
+            (json!("bob"), json!([])),
+            "node {k}: the real bob is still himself, without admin"
+        );
+        assert_eq!(
+            n.get_auth("/admin/sessions", &s(&next, "access_token"))
+                .await
+                .0,
+            403
+        );
+        let (st, me) = n.get_auth("/api/me", &s(&next, "access_token")).await;
+        assert_eq!((st, me["sub"].as_str()), (200, Some("bob")));
+    }
+    // The minted user is what the app said (an admin), under its own name.
+    let (st, list) = nodes[2]
+        .get_auth("/admin/sessions", &s(&fake, "access_token"))
+        .await;
+    assert_eq!(st, 200);
+    let users: Vec<&str> = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["user"].as_str().unwrap())
+        .collect();
+    assert!(
+        users.contains(&"bob") && users.contains(&"ext:bob"),
+        "{users:?}"
+    );
+}
+
+/// Issue 17 shadowing: a hook answering `sub: "alice"` for another login name is `hook:alice`,
+/// with the hook's roles only: no admin route on any node.
+#[tokio::test]
+async fn a_hook_user_never_passes_for_a_users_file_admin() {
+    let redis = Redis::start().await;
+    let keydir = tempfile::tempdir().unwrap();
+    let nodes = integrated_cluster(&redis, keydir.path()).await;
+    let bob = nodes[1].login_as("bob").await;
+    let (st, t) = nodes[0]
+        .post_json(
+            "/auth/login",
+            json!({"username": "email-alice@corp", "password": common::PASSWORD}),
+        )
+        .await;
+    assert_eq!(st, 200, "{t}");
+    let c = claims(&s(&t, "access_token"));
+    assert_eq!(
+        (c["sub"].clone(), c["roles"].clone()),
+        (json!("hook:alice"), json!([]))
+    );
+    for n in &nodes {
+        let access = s(&t, "access_token");
+        assert_eq!(n.get_auth("/admin/sessions", &access).await.0, 403);
+        assert_eq!(
+            delete_auth(n, "/admin/users/bob/sessions", &access).await,
+            403
+        );
+    }
+    assert_eq!(
+        nodes[2].refresh(&s(&bob, "refresh_token")).await.0,
+        200,
+        "bob untouched"
+    );
+}
+
+/// Issue 17 shadowing: re-minting a user with fewer roles takes admin away from its older
+/// tokens at once, on every node, and its sessions' next tokens carry the new roles.
+#[tokio::test]
+async fn re_minting_with_fewer_roles_demotes_older_tokens_everywhere() {
+    let redis = Redis::start().await;
+    let keydir = tempfile::tempdir().unwrap();
+    let nodes = integrated_cluster(&redis, keydir.path()).await;
+    let (st, boss) = mint(&nodes[0], json!({"sub": "boss", "roles": ["admin"]})).await;
+    assert_eq!(st, 200, "{boss}");
+    for n in &nodes {
+        assert_eq!(
+            n.get_auth("/admin/sessions", &s(&boss, "access_token"))
+                .await
+                .0,
+            200
+        );
+    }
+    let (st, _) = mint(&nodes[1], json!({"sub": "boss", "roles": ["staff"]})).await;
+    assert_eq!(st, 200);
+    for (k, n) in nodes.iter().enumerate() {
+        assert_eq!(
+            n.get_auth("/admin/sessions", &s(&boss, "access_token"))
+                .await
+                .0,
+            403,
+            "node {k}: the older admin token no longer opens admin routes"
+        );
+    }
+    let (st, next) = nodes[2].refresh(&s(&boss, "refresh_token")).await;
+    assert_eq!(st, 200, "{next}");
+    assert_eq!(claims(&s(&next, "access_token"))["roles"], json!(["staff"]));
+}
+
+/// Issue 17: a minted or hooked `sub`/`name` with a newline, a bidi override, spaces at an
+/// end or too many bytes is refused (it would forge log lines or reorder the admin console).
+#[tokio::test]
+async fn names_with_forging_characters_are_refused() {
+    let redis = Redis::start().await;
+    let keydir = tempfile::tempdir().unwrap();
+    let nodes = integrated_cluster(&redis, keydir.path()).await;
+    let long = "x".repeat(257);
+    for body in [
+        json!({"sub": "eve\nINFO forged line"}),
+        json!({"sub": "eve\u{202e}nimda"}),
+        json!({"sub": " eve"}),
+        json!({"sub": long}),
+        json!({"sub": "eve", "name": "Eve\r\nINFO forged line"}),
+        json!({"sub": "eve", "roles": ["ad\u{200b}min"]}),
+    ] {
+        let (st, v) = mint(&nodes[0], body.clone()).await;
+        assert_eq!(
+            (st, v["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{body}"
+        );
+    }
+    let (st, v) = nodes[1]
+        .post_json(
+            "/auth/login",
+            json!({"username": "hook-forger", "password": common::PASSWORD}),
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (503, Some("temporarily_unavailable"))
+    );
+    for n in &nodes {
+        assert!(!n.logs().contains("INFO forged line"), "no forged log line");
+    }
+}
+
+/// `redis-cli -p <port> args…`; panics unless it answers.
+fn redis_cli(redis: &Redis, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .arg("-p")
+        .arg(redis.port.to_string())
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    assert!(out.status.success(), "redis-cli {args:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `check` every 50 ms until it holds; returns how long that took, or panics after
+/// `bound`.
+async fn within<F, Fut>(bound: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < bound, "{what}: not within {bound:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue 17: the bus is only a fast path. With every pub/sub message lost (subscribers
+/// dropped at the first byte of backlog, and PUBLISH itself refused), a logout and a
+/// demotion on node A are still enforced on nodes B and C within the stated 2 s bound.
+#[tokio::test]
+async fn logout_and_demotion_reach_nodes_that_miss_every_bus_message() {
+    let redis = Redis::start().await;
+    let url = redis.url();
+    let args = [
+        "--store",
+        url.as_str(),
+        "--issuer",
+        ISSUER,
+        "--access-ttl",
+        "60s",
+    ];
+    let a = TestApp::spawn(&args).await;
+    let b = a.spawn_peer(&args).await;
+    let c = a.spawn_peer(&args).await;
+    let admin = a.login_as("alice").await;
+    let carol = b.login_as("carol").await;
+    let bob = c.login_as("bob").await;
+    let promote = |roles: Value| {
+        let req = a
+            .client
+            .put(a.url("/admin/users/carol/roles"))
+            .bearer_auth(s(&admin, "access_token"))
+            .json(&json!({ "roles": roles }));
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(promote(json!(["admin"])).await, 200);
+    for n in [&b, &c] {
+        within(2 * S, "promotion", || async {
+            n.get_auth("/admin/sessions", &s(&carol, "access_token"))
+                .await
+                .0
+                == 200
+        })
+        .await;
+        assert_eq!(n.get_auth("/api/me", &s(&bob, "access_token")).await.0, 200);
+    }
+
+    redis_cli(
+        &redis,
+        &[
+            "CONFIG",
+            "SET",
+            "client-output-buffer-limit",
+            "pubsub 1 1 0",
+        ],
+    );
+    redis_cli(
+        &redis,
+        &["ACL", "SETUSER", "default", "-publish", "-spublish"],
+    );
+    // A revocation two days old: the next revocation trims it from `tp:revoked`.
+    redis_cli(&redis, &["ZADD", "tp:revoked", "1", "ancient"]);
+    assert_eq!(a.logout(&s(&bob, "access_token")).await, 204);
+    assert_eq!(
+        redis_cli(&redis, &["ZSCORE", "tp:revoked", "ancient"]).trim(),
+        ""
+    );
+    assert_eq!(promote(json!([])).await, 200);
+    for (name, n) in [("B", &b), ("C", &c)] {
+        let took = within(2 * S, "logout on A enforced", || async {
+            n.get_auth("/api/me", &s(&bob, "access_token")).await.0 == 401
+        })
+        .await;
+        println!("node {name}: logout enforced after {took:?}");
+        let took = within(2 * S, "demotion on A enforced", || async {
+            n.get_auth("/admin/sessions", &s(&carol, "access_token"))
+                .await
+                .0
+                == 403
+        })
+        .await;
+        println!("node {name}: demotion enforced after {took:?}");
+    }
+    within(5 * S, "the bus really lost the messages", || async {
+        a.logs().contains("bus publish failed")
+    })
+    .await;
+}
+
+/// Issue 17: the bus carries small notices (session id + generation), never tokens; the node
+/// holding the channel signs the pushed generation itself. Prints bytes per push on the bus,
+/// now and in the former format (the whole push, tokens included, in the envelope).
+#[tokio::test]
+async fn the_bus_carries_notices_not_tokens() {
+    let redis = Redis::start().await;
+    let (a, b) = cluster(&redis, &["--access-ttl", "60s"]).await;
+    let mut listener = std::process::Command::new("redis-cli")
+        .arg("-p")
+        .arg(redis.port.to_string())
+        .args(["SUBSCRIBE", "tokenpush:events"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Both nodes and the listener subscribed before anything is pushed.
+    within(10 * S, "three bus subscribers", || async {
+        redis_cli(&redis, &["PUBSUB", "NUMSUB", "tokenpush:events"]).contains("\n3")
+    })
+    .await;
+    let admin = a.login_as("alice").await;
+    let t = b.login_as("carol").await;
+    let mut ws = b.ws(&b.ticket(&s(&t, "refresh_token")).await).await;
+    ws.expect("ready", 5 * S).await;
+    let r = a
+        .client
+        .put(a.url("/admin/users/carol/roles"))
+        .bearer_auth(s(&admin, "access_token"))
+        .json(&json!({"roles": ["editor"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let f = ws.expect("tokens", 2 * S).await;
+    b.remember(&f);
+    assert_eq!(f["reason"], "claims_changed");
+    assert_eq!(claims(&s(&f, "access_token"))["roles"], json!(["editor"]));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    listener.kill().unwrap();
+    let out = String::from_utf8(listener.wait_with_output().unwrap().stdout).unwrap();
+    let notices: Vec<&str> = out.lines().filter(|l| l.contains("\"pushed\"")).collect();
+    assert_eq!(notices.len(), 1, "one notice for the push: {out}");
+    assert!(!out.contains("eyJ"), "no JWT on the bus: {out}");
+    assert!(
+        !out.contains(&s(&f, "refresh_token")),
+        "no refresh token on the bus"
+    );
+    // The former format: the envelope around the whole push, body (tokens) included.
+    let mut body = f.clone();
+    body.as_object_mut().unwrap().remove("type");
+    body.as_object_mut().unwrap().remove("id");
+    let before = json!({"node": "AAAAAAAAAAAA", "event": {"t": "tokens",
+        "sid": t["session_id"], "id": f["id"], "gen": 1, "deadline_ms": 1_700_000_000_000u64,
+        "access_exp_ms": 1_700_000_060_000u64, "body": body.to_string()}})
+    .to_string()
+    .len();
+    println!(
+        "bus bytes per push: {} now, {before} in the former format",
+        notices[0].len()
+    );
+    assert!(notices[0].len() < 200, "{}", notices[0]);
+}
+
+/// Issue 17: `/admin/sessions` and `/admin/stats` on any node show every node's channels,
+/// each marked with the node (`host:port`) that holds it.
+#[tokio::test]
+async fn admin_views_show_every_nodes_channels() {
+    let redis = Redis::start().await;
+    let url = redis.url();
+    let args = [
+        "--store",
+        url.as_str(),
+        "--issuer",
+        ISSUER,
+        "--access-ttl",
+        "60s",
+    ];
+    let a = TestApp::spawn(&args).await;
+    let b = a.spawn_peer(&args).await;
+    let c = a.spawn_peer(&args).await;
+    let admin = a.login_as("alice").await;
+    let t = b.login_as("bob").await;
+    let mut ws = b.ws(&c.ticket(&s(&t, "refresh_token")).await).await;
+    ws.expect("ready", 5 * S).await;
+    let mut sse = c
+        .sse(&b.ticket(&s(&t, "refresh_token")).await, None)
+        .await
+        .unwrap();
+    sse.expect("ready", 5 * S).await;
+    let on = |n: &TestApp| format!(":{}", n.port);
+    let row = |list: &Value| {
+        list["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["session_id"] == t["session_id"])
+            .cloned()
+            .unwrap()
+    };
+    let access = s(&admin, "access_token");
+    let started = Instant::now();
+    let last = loop {
+        let (st, list) = a.get_auth("/admin/sessions", &access).await;
+        assert_eq!(st, 200);
+        let r = row(&list);
+        if r["nodes"].as_array().unwrap().len() == 2 {
+            break r;
+        }
+        assert!(
+            started.elapsed() < 6 * S,
+            "both nodes' channels listed on A: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(last["channels"], json!({"sse": 1, "ws": 1}), "{last}");
+    let nodes = last["nodes"].as_array().unwrap();
+    let of = |n: &TestApp| {
+        nodes
+            .iter()
+            .find(|x| x["node"].as_str().unwrap().ends_with(&on(n)))
+            .cloned()
+            .unwrap_or_else(|| panic!("no entry for node {} in {last}", n.port))
+    };
+    assert_eq!(
+        (of(&b)["sse"].clone(), of(&b)["ws"].clone()),
+        (json!(0), json!(1))
+    );
+    assert_eq!(
+        (of(&c)["sse"].clone(), of(&c)["ws"].clone()),
+        (json!(1), json!(0))
+    );
+    let (st, stats) = a.get_auth("/admin/stats", &access).await;
+    assert_eq!(st, 200);
+    assert_eq!(stats["channels"], json!({"sse": 1, "ws": 1}), "{stats}");
+    assert_eq!(stats["nodes"].as_array().unwrap().len(), 3, "{stats}");
+}
+
+/// Issue 17: the requested-push limit (one per session per 2 s) holds across the cluster: a
+/// client asking every node in turn is refused by the second.
+#[tokio::test]
+async fn the_push_rate_limit_is_cluster_wide() {
+    let redis = Redis::start().await;
+    let (a, b) = cluster(&redis, &["--access-ttl", "60s"]).await;
+    let t = a.login_as("bob").await;
+    let mut sse = a
+        .sse(&b.ticket(&s(&t, "refresh_token")).await, None)
+        .await
+        .unwrap();
+    sse.expect("ready", 5 * S).await;
+    let access = s(&t, "access_token");
+    assert_eq!(a.post_bearer("/auth/renew", &access).await.status(), 202);
+    let r = b.post_bearer("/auth/renew", &access).await;
+    assert_eq!(r.status(), 429, "the other node counts the same limit");
+    assert!(r.headers().get("retry-after").is_some());
+    let ev = sse.expect("tokens", 2 * S).await;
+    a.remember(&ev.data);
+    assert_eq!(ev.data["reason"], "requested");
+    assert!(sse
+        .next(Duration::from_millis(500))
+        .await
+        .is_none_or(|e| e.event != "tokens"));
 }

@@ -264,14 +264,14 @@ async fn trusted_backend_mints_sessions_that_get_pushes() {
     let (st, tokens) = mint(&app, Some(SERVICE_KEY), body).await;
     assert_eq!(st, 200, "{tokens}");
     let c = claims(tokens["access_token"].as_str().unwrap());
-    assert_eq!(c["sub"], "ext-42");
+    assert_eq!(c["sub"], "ext:ext-42");
     assert_eq!(c["name"], "Erin External");
     assert_eq!(c["roles"], json!(["staff"]));
     assert_eq!(c["ext"], json!({"tenant": "acme", "plan": 3}));
     let (st, me) = app
         .get_auth("/api/me", tokens["access_token"].as_str().unwrap())
         .await;
-    assert_eq!((st, me["sub"].as_str()), (200, Some("ext-42")));
+    assert_eq!((st, me["sub"].as_str()), (200, Some("ext:ext-42")));
     let admin = app.login_as("alice").await;
     let (_, list) = app
         .get_auth("/admin/sessions", admin["access_token"].as_str().unwrap())
@@ -285,7 +285,7 @@ async fn trusted_backend_mints_sessions_that_get_pushes() {
         .unwrap();
     assert_eq!(
         (row["user"].clone(), row["roles"].clone()),
-        (json!("ext-42"), json!(["staff"]))
+        (json!("ext:ext-42"), json!(["staff"]))
     );
 
     // The user is in no users file, yet the scheduled push re-issues the same claims.
@@ -293,7 +293,7 @@ async fn trusted_backend_mints_sessions_that_get_pushes() {
     let c = claims(pushed["access_token"].as_str().unwrap());
     assert_eq!(
         (c["sub"].clone(), c["gen"].clone()),
-        (json!("ext-42"), json!(1))
+        (json!("ext:ext-42"), json!(1))
     );
     assert_eq!(c["ext"]["tenant"], "acme");
 }
@@ -316,7 +316,7 @@ async fn minted_identities_survive_a_restart() {
     let c = claims(next["access_token"].as_str().unwrap());
     assert_eq!(
         (c["sub"].clone(), c["ext"].clone()),
-        (json!("ext-7"), json!({"org": 9}))
+        (json!("ext:ext-7"), json!({"org": 9}))
     );
 }
 
@@ -420,13 +420,13 @@ async fn login_hook_accepts_refuses_and_fails_closed() {
     let c = claims(tokens["access_token"].as_str().unwrap());
     assert_eq!(
         (c["sub"].as_str(), c["name"].as_str()),
-        (Some("erin@app"), Some("Erin"))
+        (Some("hook:erin@app"), Some("Erin"))
     );
     assert_eq!(c["roles"], json!(["staff"]));
     let pushed = sees_a_renewal(&app, &tokens).await;
     assert_eq!(
         claims(pushed["access_token"].as_str().unwrap())["sub"],
-        "erin@app"
+        "hook:erin@app"
     );
 
     // Users file first: alice never reaches the hook, right or wrong.

@@ -444,6 +444,9 @@ impl RoleStore for Interleaved {
     }
 }
 
+/// One node: no presence to share.
+impl tokenpush::sessions::Presence for Interleaved {}
+
 fn open_store(kind: Kind, dir: &std::path::Path, stats: &Arc<Stats>) -> Arc<dyn Store> {
     let inner: Arc<dyn Store> = match kind {
         Kind::Memory => Arc::new(MemoryStore::default()),

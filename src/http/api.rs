@@ -66,15 +66,30 @@ pub async fn revoke_user(
     Ok(Json(json!({"revoked": n})))
 }
 
-/// `GET /admin/sessions`: every live session, with this node's channel counts.
+/// The channel counts of one session's row: totals over every node, and per node.
+fn channels_row(per_node: Option<&Vec<(String, usize, usize)>>) -> (Value, Value) {
+    let per_node = per_node.map(Vec::as_slice).unwrap_or_default();
+    let (sse, ws) = per_node
+        .iter()
+        .fold((0, 0), |(a, b), (_, s, w)| (a + s, b + w));
+    let nodes: Vec<Value> = per_node
+        .iter()
+        .map(|(node, sse, ws)| json!({"node": node, "sse": sse, "ws": ws}))
+        .collect();
+    (json!({"sse": sse, "ws": ws}), Value::Array(nodes))
+}
+
+/// `GET /admin/sessions`: every live session, with its channels on every node (a cluster's
+/// other nodes as they said at most 2 s ago), marked with the node.
 pub async fn sessions(State(st): State<AppState>, Admin(_): Admin) -> ApiResult<Json<Value>> {
+    let cluster = st.service.cluster_channels().await;
     let list: Vec<Value> = st
         .service
         .live_sessions(None)
         .await?
         .into_iter()
         .map(|s| {
-            let (sse, ws) = st.service.channel_counts(&s.sid);
+            let (channels, nodes) = channels_row(cluster.get(&s.sid));
             let last = st.service.last_push(&s.sid);
             json!({
                 "session_id": s.sid,
@@ -83,10 +98,11 @@ pub async fn sessions(State(st): State<AppState>, Admin(_): Admin) -> ApiResult<
                 "created_at": s.created_at / 1000,
                 "generation": s.current_gen,
                 "confirmed_generation": s.confirmed_gen,
-                "channels": {"sse": sse, "ws": ws},
+                "channels": channels,
+                "nodes": nodes,
                 // Added for the admin console (times in unix seconds, margin in ms).
                 "ip": s.ip,
-                "roles": st.service.roles_of(&s.user),
+                "roles": st.service.roles_of(&s),
                 "last_used_at": s.last_used_at / 1000,
                 "last_push_at": last.map(|p| p.at_ms as f64 / 1000.0),
                 "last_push_generation": last.map(|p| p.gen),
@@ -111,7 +127,8 @@ pub async fn revoke_session(
     Ok(Json(json!({"revoked": u8::from(n)})))
 }
 
-/// `GET /admin/stats`: the console's headline numbers, as this node sees them.
+/// `GET /admin/stats`: the console's headline numbers. Channels are the cluster's (per node
+/// under `nodes`); pushes, deliveries and margins are this node's.
 pub async fn stats(State(st): State<AppState>, Admin(_): Admin) -> ApiResult<Json<Value>> {
     let svc = &st.service;
     let m = svc.metrics();
@@ -120,9 +137,30 @@ pub async fn stats(State(st): State<AppState>, Admin(_): Admin) -> ApiResult<Jso
         .map(|r| m.pushes.with_label_values(&[r]).get())
         .sum();
     let min_margin = m.min_margin_ms.get();
+    let mut per_node: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+    per_node.insert(svc.node().to_string(), (0, 0));
+    for channels in svc.cluster_channels().await.into_values() {
+        for (node, sse, ws) in channels {
+            let e = per_node.entry(node).or_default();
+            *e = (e.0 + sse, e.1 + ws);
+        }
+    }
+    // This node's own totals are its live gauges (a channel may be mid-registration).
+    per_node.insert(
+        svc.node().to_string(),
+        (svc.live_channels(Kind::Sse), svc.live_channels(Kind::Ws)),
+    );
+    let (sse, ws) = per_node
+        .values()
+        .fold((0, 0), |(a, b), (s, w)| (a + s, b + w));
+    let nodes: Vec<Value> = per_node
+        .iter()
+        .map(|(node, (sse, ws))| json!({"node": node, "sse": sse, "ws": ws}))
+        .collect();
     Ok(Json(json!({
         "live_sessions": svc.live_sessions(None).await?.len(),
-        "channels": {"sse": svc.live_channels(Kind::Sse), "ws": svc.live_channels(Kind::Ws)},
+        "channels": {"sse": sse, "ws": ws},
+        "nodes": nodes,
         "pushes_total": pushes,
         "deliveries_last_minute": svc.pushes_last_minute(),
         "min_delivery_margin_ms": (min_margin != 0).then_some(min_margin),

@@ -123,9 +123,9 @@ impl FromRequestParts<AppState> for Authed {
 
 /// An authenticated request from a user who has the `admin` role NOW. The token's `roles`
 /// claim is what the user had when it was signed; a demotion must close `/admin/*` at once,
-/// not when that token expires, so the users directory (with admin overrides) decides.
-/// Users outside the directory (sessions opened for an app's own users) cannot have their
-/// roles changed here, so for them the claim is still current.
+/// not when that token expires, so the live roles of that exact subject decide: the users
+/// directory (with admin overrides), or for a minted or hooked user the roles last
+/// registered for it in the store.
 pub struct Admin(pub Claims);
 
 impl FromRequestParts<AppState> for Admin {
@@ -133,10 +133,7 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Authed(c) = Authed::from_request_parts(parts, state).await?;
-        let roles = state
-            .service
-            .directory_roles(&c.sub)
-            .unwrap_or_else(|| c.roles.clone());
+        let roles = state.service.live_roles(&c.sub).await?;
         if roles.iter().any(|r| r == "admin") {
             Ok(Admin(c))
         } else {

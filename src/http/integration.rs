@@ -59,17 +59,22 @@ pub async fn mint_session(
     let sub = b
         .sub
         .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
         .ok_or(ApiError::InvalidRequest("sub is required".into()))?;
-    if sub.len() > 256 || b.name.as_ref().is_some_and(|n| n.len() > 256) {
-        return Err(ApiError::InvalidRequest("sub or name is too long".into()));
+    crate::users::check_claim("sub", sub).map_err(ApiError::InvalidRequest)?;
+    if let Some(name) = &b.name {
+        crate::users::check_claim("name", name).map_err(ApiError::InvalidRequest)?;
     }
-    if b.roles.len() > 32 || b.roles.iter().any(|r| r.is_empty() || r.len() > 64) {
+    if b.roles.len() > 32
+        || b.roles
+            .iter()
+            .any(|r| r.len() > 64 || crate::users::check_claim("a role", r).is_err())
+    {
         return Err(ApiError::InvalidRequest(
             "roles must be at most 32 non-empty names of at most 64 bytes".into(),
         ));
     }
+    // The app's users live in their own namespace: `ext:<sub>` is never a users-file user.
+    let subject = format!("{}{sub}", crate::users::MINTED);
     let ext = match b.ext {
         None | Some(Value::Null) => None,
         Some(v @ Value::Object(_)) => {
@@ -89,7 +94,7 @@ pub async fn mint_session(
         .and_then(|v| v.to_str().ok());
     let device = super::device::device_label(b.device_id.as_deref(), user_agent);
     let who = Identity {
-        name: sub.to_string(),
+        name: subject,
         display_name: b.name.unwrap_or_else(|| sub.to_string()),
         roles: b.roles,
         ext,

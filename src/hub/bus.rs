@@ -6,18 +6,38 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::event::TokensPush;
+use super::event::Reason;
+use crate::clock::Millis;
 
 /// Name of the Redis pub/sub channel.
 pub const CHANNEL: &str = "tokenpush:events";
 
-/// A cluster-wide event.
+/// A cluster-wide event. Small notices only: tokens never ride the bus (a node with channels
+/// of the session signs its own copy of the pushed generation from the store's record).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum BusEvent {
-    Tokens(TokensPush),
-    Revoked { sid: String, reason: String },
-    RolesChanged { user: String, roles: Vec<String> },
+    /// Generation `gen` of session `sid` was pushed, its access token expiring at `exp`.
+    Pushed {
+        sid: String,
+        gen: u64,
+        reason: Reason,
+        /// When the renewal was due (push lag is measured from here).
+        deadline_ms: Millis,
+        exp: Millis,
+    },
+    Revoked {
+        sid: String,
+        reason: String,
+    },
+    RolesChanged {
+        user: String,
+        roles: Vec<String>,
+    },
+    /// This node's subscription was (re)established: what was published while it was down
+    /// is lost, so catch up from the store now. Never sent on the bus.
+    #[serde(skip)]
+    Resubscribed,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -110,6 +130,9 @@ async fn subscribe_forever(client: redis::Client, me: String, tx: mpsc::Unbounde
             Ok(mut ps) => {
                 if ps.subscribe(CHANNEL).await.is_ok() {
                     backoff = std::time::Duration::from_millis(100);
+                    if tx.send(BusEvent::Resubscribed).is_err() {
+                        return;
+                    }
                     let mut msgs = ps.on_message();
                     while let Some(msg) = msgs.next().await {
                         let Ok(text) = msg.get_payload::<String>() else {

@@ -216,6 +216,17 @@ impl Hub {
         })
     }
 
+    /// Every session with channels on this node: (sid, SSE, WS).
+    pub fn snapshot(&self) -> Vec<(String, usize, usize)> {
+        self.sessions
+            .iter()
+            .map(|e| {
+                let sse = e.value().iter().filter(|c| c.kind == Kind::Sse).count();
+                (e.key().clone(), sse, e.value().len() - sse)
+            })
+            .collect()
+    }
+
     /// Live channels of a kind on this node.
     pub fn live(&self, kind: Kind) -> usize {
         self.by_kind[kind as usize].load(Ordering::Relaxed)

@@ -144,6 +144,7 @@ impl Server {
             .load()
             .await
             .map_err(|e| format!("loading state: {e}"))?;
+        service.set_node(node_name(addr.port()));
         Ok(Server {
             listener,
             config: Arc::new(config),
@@ -214,6 +215,20 @@ impl Server {
     }
 }
 
+/// `host:port`, how this node is named in cluster-wide admin views.
+fn node_name(port: u16) -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `len` bytes into the buffer it is given.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let host = if ok {
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "node".into()
+    };
+    format!("{host}:{port}")
+}
+
 /// The background loops, each a task of `tasks` that ends when `stop` is cancelled.
 fn spawn_loops(
     service: &Arc<Service>,
@@ -235,6 +250,23 @@ fn spawn_loops(
         tasks.spawn(async move {
             while let Some(Some(ev)) = s.run_until_cancelled(rx.recv()).await {
                 svc.on_bus(ev);
+            }
+        });
+        let (svc, s) = (service.clone(), stop.clone());
+        tasks.spawn(async move {
+            let mut every = tokio::time::interval(crate::service::PRESENCE_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while s.run_until_cancelled(every.tick()).await.is_some() {
+                svc.announce_presence().await;
+            }
+        });
+        // The store is the truth, the bus only the fast path: see `Service::catch_up`.
+        let (svc, s) = (service.clone(), stop.clone());
+        tasks.spawn(async move {
+            let mut every = tokio::time::interval(crate::service::CATCH_UP_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while s.run_until_cancelled(every.tick()).await.is_some() {
+                svc.catch_up().await;
             }
         });
     }
@@ -281,7 +313,9 @@ fn spawn_key_reload(
             if s.run_until_cancelled(hup_or_tick).await.is_none() {
                 break;
             }
-            svc.reload_keys(&data_dir);
+            // File reads: on a blocking thread, never on a runtime worker serving channels.
+            let (svc, dir) = (svc.clone(), data_dir.clone());
+            let _ = tokio::task::spawn_blocking(move || svc.reload_keys(&dir)).await;
         }
     });
 }

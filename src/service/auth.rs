@@ -36,6 +36,7 @@ impl Service {
                 retry_after_secs: retry.max(1),
             });
         }
+        // `external`: vouched for by the hook, so the identity is stored with the session.
         let checked = if self.integration.hook.is_some() && !self.users.exists(username) {
             // A name the users file does not know is asked of the hook. Its dummy hash runs
             // meanwhile, not before: such a login costs max(hash, hook), about what a wrong
@@ -45,16 +46,19 @@ impl Service {
                 checked.map(|_| ()).map_err(ApiError::from)
             };
             let hook = self.hook_login(username, password, ip, device);
-            tokio::try_join!(hash, hook).map(|(_, who)| who)
+            tokio::try_join!(hash, hook).map(|(_, who)| who.map(|w| (w, true)))
         } else {
             match self.users.check_password(username, password).await {
-                Ok(None) => self.hook_login(username, password, ip, device).await,
-                Ok(who) => Ok(who),
+                Ok(None) => self
+                    .hook_login(username, password, ip, device)
+                    .await
+                    .map(|who| who.map(|w| (w, true))),
+                Ok(who) => Ok(who.map(|w| (w, false))),
                 Err(e) => Err(e.into()),
             }
         };
-        let who = match checked {
-            Ok(Some(who)) => who,
+        let (who, external) = match checked {
+            Ok(Some(found)) => found,
             Ok(None) => {
                 self.metrics.logins.with_label_values(&["failed"]).inc();
                 return Err(ApiError::InvalidCredentials);
@@ -69,7 +73,7 @@ impl Service {
         store.give_back(&key).await?;
         let now = self.now();
         let exp = self.issuer.access_exp_ms(now);
-        let s = Session::new(
+        let mut s = Session::new(
             random_id(16),
             who.name.clone(),
             device.to_string(),
@@ -78,6 +82,9 @@ impl Service {
             now,
             exp,
         );
+        if external {
+            s.who = Some(who.clone());
+        }
         store.insert(&s).await?;
         self.metrics.logins.with_label_values(&["ok"]).inc();
         tracing::info!(user = %who.name, sid = %s.sid, "login");

@@ -1,6 +1,6 @@
 //! Users the app authenticates itself: sessions minted by a trusted backend with the service
-//! key, and logins vouched for by `--login-hook`. Both end as an ordinary session whose
-//! identity lives in [`Identities`], so pushes and refreshes work like any other.
+//! key, and logins vouched for by `--login-hook`. Both end as an ordinary session that carries
+//! its identity in the store, so any node's pushes and refreshes work like any other.
 
 use subtle::ConstantTimeEq;
 
@@ -22,7 +22,8 @@ const FEED_BUFFER: usize = 4096;
 
 /// The integration settings a [`Service`] holds.
 pub struct Integration {
-    /// Identities of users outside the users file.
+    /// Identities from an older version's `external-users.json` (read only): sessions minted
+    /// before identities moved into the store.
     pub external: Identities,
     /// `--login-hook`, if configured.
     pub hook: Option<LoginHook>,
@@ -47,7 +48,7 @@ impl Default for Integration {
 }
 
 impl Integration {
-    /// Service key (0600 file, trimmed), login hook and saved external identities.
+    /// Service key (0600 file, trimmed), login hook and an old version's external identities.
     pub fn from_config(config: &crate::config::Config) -> Result<Integration, String> {
         let service_key = match &config.service_key_file {
             Some(path) => Some(crate::tokens::keys::service_key(path)?),
@@ -83,13 +84,38 @@ impl Integration {
 }
 
 impl Service {
-    /// Current roles of a user, external identities first (for admin listings).
-    pub fn roles_of(&self, user: &str) -> Option<Vec<String>> {
-        self.integration
-            .external
-            .get(user)
-            .or_else(|| self.users.identity(user))
-            .map(|who| who.roles)
+    /// Records the roles the app (or its hook) gives an external user now: the admin check
+    /// reads them from the store, so any node sees a re-mint with fewer roles at once. When
+    /// they changed, the user's live sessions take them and get `claims_changed` tokens.
+    async fn register_roles(&self, who: &Identity) -> ApiResult<()> {
+        let store = &self.sessions.store;
+        let before = store.roles(&who.name).await?;
+        if before.as_ref() == Some(&who.roles) {
+            return Ok(());
+        }
+        store.set_roles(&who.name, &who.roles).await?;
+        if before.is_none() {
+            return Ok(());
+        }
+        let now = self.now();
+        for s in self.live_sessions(Some(&who.name)).await? {
+            let roles = who.roles.clone();
+            self.sessions
+                .update(&s.sid, |s| {
+                    if let Some(w) = s.who.as_mut().filter(|w| w.roles != roles) {
+                        w.roles = roles.clone();
+                        s.version += 1;
+                    }
+                })
+                .await?;
+            self.renew(&s.sid, Reason::ClaimsChanged, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Current roles of a session's user (for admin listings).
+    pub fn roles_of(&self, s: &Session) -> Option<Vec<String>> {
+        self.identity(s).ok().map(|who| who.roles)
     }
 
     /// Whether trusted-backend routes are on.
@@ -112,11 +138,11 @@ impl Service {
         device: &str,
         ip: &str,
     ) -> ApiResult<TokenResponse> {
+        self.register_roles(&who).await?;
         let name = who.name.clone();
-        self.integration.external.insert(who);
         let now = self.now();
         let exp = self.issuer.access_exp_ms(now);
-        let s = Session::new(
+        let mut s = Session::new(
             random_id(16),
             name.clone(),
             device.to_string(),
@@ -125,6 +151,7 @@ impl Service {
             now,
             exp,
         );
+        s.who = Some(who);
         self.sessions.store.insert(&s).await?;
         self.metrics.logins.with_label_values(&["minted"]).inc();
         tracing::info!(user = %name, sid = %s.sid, "session minted by trusted backend");
@@ -148,8 +175,24 @@ impl Service {
             return Ok(None);
         }
         match hook.check(username, password, ip, device).await {
-            Verdict::Accept(who) => {
-                self.integration.external.insert(who.clone());
+            Verdict::Accept(mut who) => {
+                // Refused like an unusable answer: a hook that cannot name its user cleanly
+                // must not log anyone in (nor forge log lines with a `\n`).
+                if let Err(why) = crate::users::check_claim("sub", &who.name)
+                    .and_then(|()| crate::users::check_claim("name", &who.display_name))
+                    .and_then(|()| {
+                        who.roles
+                            .iter()
+                            .try_for_each(|r| crate::users::check_claim("a role", r))
+                    })
+                {
+                    tracing::warn!(%why, "login hook answered an unusable identity");
+                    return Err(ApiError::HookUnavailable);
+                }
+                // The hook's users live in their own namespace: `hook:alice` is never the
+                // users file's alice, whatever `sub` the hook answers.
+                who.name = format!("{}{}", crate::users::HOOKED, who.name);
+                self.register_roles(&who).await?;
                 Ok(Some(who))
             }
             Verdict::Refuse => Ok(None),

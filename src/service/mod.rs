@@ -31,6 +31,17 @@ use crate::sessions::{rotation::REUSE, Outcome, Session, Sessions, TicketGrant, 
 use crate::tokens::{random_id, Issuer, RefreshTokens, TokenResponse};
 use crate::users::{Directory, Identity};
 
+/// How often every node compares the store's revocation and roles epoch (and catches up when
+/// it moved): the bound on how long a missed bus message can go unnoticed.
+pub const CATCH_UP_EVERY: Duration = Duration::from_millis(500);
+
+/// How often every node tells the store which channels it holds (cluster-wide admin views);
+/// what it said is forgotten after three times that, so a node that died drops out.
+pub const PRESENCE_EVERY: Duration = Duration::from_secs(2);
+
+/// Clock difference between nodes allowed for when looking back for revocations.
+const CLOCK_SKEW_MS: Millis = 10_000;
+
 /// How often every node re-reads its signing keys (SIGHUP reloads at once).
 pub const KEY_RELOAD_EVERY: Duration = Duration::from_secs(5);
 
@@ -66,6 +77,10 @@ pub struct Service {
     stats: stats::Stats,
     /// Service key, login hook and the identities of users outside the users file.
     integration: integration::Integration,
+    /// How this node is named in cluster-wide admin views (`host:port`).
+    node: std::sync::OnceLock<String>,
+    /// The store's epoch last caught up with, and when that catch-up began (this clock).
+    caught_up: tokio::sync::Mutex<(Option<crate::sessions::Epoch>, Millis)>,
 }
 
 /// A channel just opened: its registration and what to tell the client first.
@@ -105,12 +120,15 @@ impl Service {
             push_requests: DashMap::new(),
             stats: stats::Stats::default(),
             integration: p.integration,
+            caught_up: tokio::sync::Mutex::new((None, 0)),
+            node: std::sync::OnceLock::new(),
         }
     }
 
     /// Loads revocations and role overrides from the store.
     pub async fn load(&self) -> ApiResult<()> {
         let since = self.now() - self.issuer.access_ttl_ms - 60_000;
+        self.caught_up.lock().await.1 = self.now();
         for sid in self.sessions.store.revoked_since(since).await? {
             self.revocations.insert(sid, self.now());
         }
@@ -120,6 +138,58 @@ impl Service {
                 self.users.set_roles(&name, roles);
             }
         }
+        Ok(())
+    }
+
+    /// The bus is only a fast path: every [`CATCH_UP_EVERY`] and after every resubscription,
+    /// when the store's epoch moved since the last look, takes
+    /// every revocation and role override from the store, so a node that missed bus messages
+    /// (a full publish queue, a failed PUBLISH, a subscriber dropped by Redis or
+    /// reconnecting) converges within one [`CATCH_UP_EVERY`]. A failed look is retried then.
+    pub async fn catch_up(&self) {
+        if let Err(e) = self.try_catch_up().await {
+            tracing::warn!(error = %e, "catching up with the store failed; retrying");
+        }
+    }
+
+    async fn try_catch_up(&self) -> ApiResult<()> {
+        let store = &self.sessions.store;
+        let Some(epoch) = store.epoch().await? else {
+            return Ok(());
+        };
+        let mut caught_up = self.caught_up.lock().await;
+        let seen = caught_up.0;
+        if seen == Some(epoch) {
+            return Ok(());
+        }
+        let started = self.now();
+        if seen.map(|e| e.revocations) != Some(epoch.revocations) {
+            // Revocations are stamped by the revoking node's clock: look back past any skew,
+            // and no further than an access token can live.
+            let since =
+                (caught_up.1 - CLOCK_SKEW_MS).max(started - self.issuer.access_ttl_ms - 60_000);
+            for sid in store.revoked_since(since).await? {
+                if self.revocations.contains_key(&sid) {
+                    continue;
+                }
+                let reason = store
+                    .load(&sid)
+                    .await?
+                    .and_then(|s| s.revoked)
+                    .unwrap_or_else(|| "logout".into());
+                tracing::info!(%sid, %reason, "revocation caught up from the store");
+                self.revoked_elsewhere(sid, &reason);
+            }
+        }
+        if seen.map(|e| e.roles) != Some(epoch.roles) {
+            let names: Vec<String> = self.users.names().cloned().collect();
+            for (name, roles) in names.iter().zip(store.roles_many(&names).await?) {
+                if let Some(roles) = roles {
+                    self.users.set_roles(name, roles);
+                }
+            }
+        }
+        *caught_up = (Some(epoch), started);
         Ok(())
     }
 
@@ -136,9 +206,6 @@ impl Service {
         }
         let cutoff = self.now() - self.issuer.access_ttl_ms - 60_000;
         self.revocations.retain(|_, at| *at > cutoff);
-        self.integration
-            .external
-            .prune(self.now() - self.sessions.policy.max_ms);
         self.push_requests
             .retain(|_, at| at.elapsed() < push::PUSH_REQUEST_INTERVAL);
         self.stats.retain(|sid| self.hub.has_channels(sid));
@@ -190,7 +257,7 @@ impl Service {
     }
 
     fn issue(&self, s: &Session, gen: u64, exp_ms: Millis) -> ApiResult<(TokenResponse, Millis)> {
-        let who = self.identity(&s.user)?;
+        let who = self.identity(s)?;
         let issued = self
             .issuer
             .issue(s, &who, gen, exp_ms)
@@ -198,13 +265,19 @@ impl Service {
         Ok((issued.response, issued.access_exp_ms))
     }
 
-    fn identity(&self, user: &str) -> ApiResult<Identity> {
-        // Users minted by the app or its login hook first: their claims came with the session.
-        if let Some(who) = self.integration.external.get(user) {
+    /// Who a session's tokens are about: the identity stored with the session (users the app
+    /// or its login hook vouched for), else the users file with its current roles.
+    fn identity(&self, s: &Session) -> ApiResult<Identity> {
+        if let Some(who) = &s.who {
+            return Ok(who.clone());
+        }
+        if let Some(who) = self.users.identity(&s.user) {
             return Ok(who);
         }
-        self.users
-            .identity(user)
+        // Sessions minted before identities moved into the store: the old per-node file.
+        self.integration
+            .external
+            .get(&s.user)
             .ok_or(ApiError::InvalidGrant("the user no longer exists"))
     }
 
@@ -232,16 +305,41 @@ impl Service {
     }
 
     /// An event from another node.
-    pub fn on_bus(&self, ev: BusEvent) {
+    pub fn on_bus(self: &Arc<Self>, ev: BusEvent) {
         match ev {
-            BusEvent::Tokens(push) => self.deliver_tokens(push),
-            BusEvent::Revoked { sid, reason } => {
-                self.revocations.insert(sid.clone(), self.now());
-                self.integration.announce_revocation(&sid, &reason);
-                self.hub.deliver(&sid, &Event::Revoked(reason.into()));
+            BusEvent::Pushed {
+                sid,
+                gen,
+                reason,
+                deadline_ms,
+                exp,
+            } => {
+                if self.hub.has_channels(&sid) {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = me
+                            .pushed_elsewhere(&sid, gen, reason, deadline_ms, exp)
+                            .await
+                        {
+                            tracing::warn!(%sid, error = %e, "delivering another node's push failed");
+                        }
+                    });
+                }
             }
+            BusEvent::Revoked { sid, reason } => self.revoked_elsewhere(sid, &reason),
             BusEvent::RolesChanged { user, roles } => self.users.set_roles(&user, roles),
+            BusEvent::Resubscribed => {
+                let me = self.clone();
+                tokio::spawn(async move { me.catch_up().await });
+            }
         }
+    }
+
+    /// Another node revoked a session: refuse its access tokens and close its channels here.
+    fn revoked_elsewhere(&self, sid: String, reason: &str) {
+        self.revocations.insert(sid.clone(), self.now());
+        self.integration.announce_revocation(&sid, reason);
+        self.hub.deliver(&sid, &Event::Revoked(reason.into()));
     }
 
     /// Live (unrevoked, unexpired) sessions, optionally of one user.

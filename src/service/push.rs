@@ -160,8 +160,14 @@ impl Service {
                     .pushes
                     .with_label_values(&[reason_label(reason)])
                     .inc();
-                self.deliver_tokens(push.clone());
-                self.bus.publish(BusEvent::Tokens(push));
+                self.deliver_tokens(push);
+                self.bus.publish(BusEvent::Pushed {
+                    sid: sid.to_string(),
+                    gen,
+                    reason,
+                    deadline_ms,
+                    exp,
+                });
             }
         }
         Ok(())
@@ -176,6 +182,31 @@ impl Service {
                 self.scheduler.schedule(sid, self.now() + 1000);
             }
         }
+    }
+
+    /// Another node pushed generation `gen`: when this node holds channels of the session, it
+    /// signs the same generation (same expiry) from the store's record and delivers it. A
+    /// session that moved past `gen` meanwhile gets nothing here: its newer notice follows.
+    pub(super) async fn pushed_elsewhere(
+        &self,
+        sid: &str,
+        gen: u64,
+        reason: Reason,
+        deadline_ms: Millis,
+        exp: Millis,
+    ) -> ApiResult<()> {
+        if !self.hub.has_channels(sid) {
+            return Ok(());
+        }
+        let Some(s) = self.sessions.store.load(sid).await? else {
+            return Ok(());
+        };
+        if s.current_gen != gen || s.revoked.is_some() {
+            return Ok(());
+        }
+        let (resp, exp) = self.issue(&s, gen, exp)?;
+        self.deliver_tokens(TokensPush::new(&resp, gen, reason, deadline_ms, exp));
+        Ok(())
     }
 
     pub(super) fn deliver_tokens(&self, push: TokensPush) {
@@ -216,6 +247,14 @@ impl Service {
                 allowed = true;
                 now
             });
+        // Then cluster-wide: a client asking every node in turn still gets one push per
+        // interval. A store out of reach leaves the node's own limit in charge.
+        if allowed {
+            let key = format!("push|{sid}");
+            if let Ok((n, _)) = self.sessions.store.hit(&key, PUSH_REQUEST_INTERVAL).await {
+                allowed = n == 1;
+            }
+        }
         if allowed {
             if let Err(e) = self.renew(sid, Reason::Requested, self.now()).await {
                 tracing::warn!(error = %e, "requested push failed");
@@ -469,6 +508,8 @@ mod tests {
                 self.inner.give_back(key).await
             }
         }
+
+        impl Presence for Gated {}
 
         #[async_trait::async_trait]
         impl RoleStore for Gated {

@@ -40,6 +40,20 @@ impl Service {
         self.users.identity(user).map(|who| who.roles)
     }
 
+    /// The roles `sub` has now, for the admin check: a users-file user's (with admin
+    /// overrides); for a minted or hooked user the roles last registered for that exact
+    /// subject, read from the store so a re-mint with fewer roles counts on every node at
+    /// once. Anyone else (a user since removed, a session minted by an older version) has none.
+    pub async fn live_roles(&self, sub: &str) -> ApiResult<Vec<String>> {
+        if let Some(roles) = self.directory_roles(sub) {
+            return Ok(roles);
+        }
+        if crate::users::is_external(sub) {
+            return Ok(self.sessions.store.roles(sub).await?.unwrap_or_default());
+        }
+        Ok(vec![])
+    }
+
     /// A live (unrevoked, unexpired) session by id.
     pub async fn live_session(&self, sid: &str) -> ApiResult<Option<Session>> {
         if sid.is_empty() || sid.len() > 128 {
@@ -57,6 +71,57 @@ impl Service {
     /// (SSE, WS) channels of a session on this node.
     pub fn channel_counts(&self, sid: &str) -> (usize, usize) {
         self.hub.counts(sid)
+    }
+
+    /// Names this node in cluster-wide admin views (set once, at start).
+    pub fn set_node(&self, name: String) {
+        let _ = self.node.set(name);
+    }
+
+    /// This node's name in cluster-wide admin views.
+    pub fn node(&self) -> &str {
+        self.node.get().map_or("this node", String::as_str)
+    }
+
+    /// Tells the store which channels this node holds (see [`super::PRESENCE_EVERY`]).
+    pub async fn announce_presence(&self) {
+        let ttl = super::PRESENCE_EVERY * 3;
+        let snapshot = self.hub.snapshot();
+        if let Err(e) = self
+            .sessions
+            .store
+            .put_presence(self.node(), &snapshot, ttl)
+            .await
+        {
+            tracing::warn!(error = %e, "announcing channel presence failed");
+        }
+    }
+
+    /// Channels per session on every node: this node's live, the others' as they last said
+    /// (at most [`super::PRESENCE_EVERY`] old). Each entry: (node, SSE, WS). With the store out
+    /// of reach, this node's only.
+    pub async fn cluster_channels(
+        &self,
+    ) -> std::collections::HashMap<String, Vec<(String, usize, usize)>> {
+        let me = self.node().to_string();
+        let mut out: std::collections::HashMap<String, Vec<(String, usize, usize)>> =
+            Default::default();
+        let others = self.sessions.store.presence().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reading other nodes' channels failed");
+            vec![]
+        });
+        for (node, channels) in others.into_iter().filter(|(n, _)| *n != me) {
+            for (sid, sse, ws) in channels {
+                out.entry(sid).or_default().push((node.clone(), sse, ws));
+            }
+        }
+        for (sid, sse, ws) in self.hub.snapshot() {
+            out.entry(sid).or_default().push((me.clone(), sse, ws));
+        }
+        for v in out.values_mut() {
+            v.sort();
+        }
+        out
     }
 
     /// Live channels of a kind on this node.

@@ -17,6 +17,9 @@ pub struct MemoryStore {
 
 local_tickets_and_counters!(MemoryStore);
 
+/// One node: nothing to share.
+impl super::Presence for MemoryStore {}
+
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn insert(&self, s: &Session) -> StoreResult<()> {

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, Millis, SystemClock};
+use crate::users::Identity;
 pub use local::Ephemeral;
 pub use rotation::{Outcome, Policy, Use};
 
@@ -45,6 +46,12 @@ pub struct Session {
     pub revoked_at: Millis,
     /// Bumped on every change; the compare-and-set key.
     pub version: u64,
+    /// Who the tokens are about, for a user outside the users file (minted with the service
+    /// key or vouched for by the login hook): kept with the session so every node that shares
+    /// the store re-issues the same claims. `None` for users-file users, whose identity (and
+    /// current roles) the users file gives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub who: Option<Identity>,
 }
 
 impl Session {
@@ -76,6 +83,7 @@ impl Session {
             revoked: None,
             revoked_at: 0,
             version: 0,
+            who: None,
         }
     }
 }
@@ -85,6 +93,13 @@ impl Session {
 pub struct TicketGrant {
     pub sid: String,
     pub gen: u64,
+}
+
+/// Where a shared store stands: how many revocations and role changes it has seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Epoch {
+    pub revocations: u64,
+    pub roles: u64,
 }
 
 /// Store failures. `Unavailable` becomes 503 with `Retry-After`, never `invalid_grant`.
@@ -113,6 +128,13 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn unrevoked(&self, user: Option<&str>) -> StoreResult<Vec<Session>>;
     /// Ids of sessions revoked at or after `since`, to reject their access tokens after a restart.
     async fn revoked_since(&self, since: Millis) -> StoreResult<Vec<String>>;
+    /// Counters the store bumps with every revocation and every role change, when several
+    /// nodes share it: each node compares them on a short interval and, when one moved,
+    /// catches up from the store, so a bus message it missed delays nothing by more than that
+    /// interval. `None`: the store is this node's alone, there is nothing to catch up on.
+    async fn epoch(&self) -> StoreResult<Option<Epoch>> {
+        Ok(None)
+    }
     /// Drops what can never be used again (revoked or expired sessions) from memory, and old
     /// revoked rows from disk. Returns how many sessions were dropped from memory.
     async fn forget_ended(&self, _now: Millis, _policy: &Policy) -> StoreResult<usize> {
@@ -149,13 +171,40 @@ pub trait RoleStore: Send + Sync + 'static {
     async fn roles(&self, user: &str) -> StoreResult<Option<Vec<String>>>;
     /// Records roles set by an admin.
     async fn set_roles(&self, user: &str, roles: &[String]) -> StoreResult<()>;
+    /// Roles set for each of `users`, in order (a shared store answers in one round trip).
+    async fn roles_many(&self, users: &[String]) -> StoreResult<Vec<Option<Vec<String>>>> {
+        let mut out = Vec::with_capacity(users.len());
+        for u in users {
+            out.push(self.roles(u).await?);
+        }
+        Ok(out)
+    }
+}
+
+/// Channels each node holds, per session, kept in a shared store for a short time so any node's
+/// admin views show the whole cluster.
+#[async_trait]
+pub trait Presence: Send + Sync + 'static {
+    /// Replaces what `node` holds (sid, SSE, WS); forgotten after `ttl` unless renewed.
+    async fn put_presence(
+        &self,
+        _node: &str,
+        _channels: &[(String, usize, usize)],
+        _ttl: Duration,
+    ) -> StoreResult<()> {
+        Ok(())
+    }
+    /// Every node's last word that has not expired: (node, its channels).
+    async fn presence(&self) -> StoreResult<Vec<(String, Vec<(String, usize, usize)>)>> {
+        Ok(vec![])
+    }
 }
 
 /// Everything a node needs from its store: a backend is one only when it implements every
 /// job, so a missing one fails to compile rather than at run time.
-pub trait Store: SessionStore + TicketStore + Counters + RoleStore {}
+pub trait Store: SessionStore + TicketStore + Counters + RoleStore + Presence {}
 
-impl<T: SessionStore + TicketStore + Counters + RoleStore> Store for T {}
+impl<T: SessionStore + TicketStore + Counters + RoleStore + Presence> Store for T {}
 
 /// A Redis client and connection, for the cluster bus, when the store is Redis.
 pub type RedisHandles = Option<(::redis::Client, ::redis::aio::ConnectionManager)>;
@@ -177,6 +226,7 @@ pub async fn open(
             let s = redis::RedisStore::open(s, max_ttl)
                 .await
                 .map_err(|e| format!("redis: {e}"))?;
+            s.check_version().await.map_err(|e| format!("redis: {e}"))?;
             let handles = Some((
                 s.client.clone(),
                 redis::manager(&s.client)

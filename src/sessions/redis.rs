@@ -8,22 +8,35 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 
 use super::{
-    Counters, RoleStore, Session, SessionStore, StoreError, StoreResult, TicketGrant, TicketStore,
+    Counters, Epoch, Presence, RoleStore, Session, SessionStore, StoreError, StoreResult,
+    TicketGrant, TicketStore,
 };
 use crate::clock::Millis;
 
-/// KEYS[1] session key, ARGV[1] expected version, ARGV[2] new version, ARGV[3] data,
-/// ARGV[4] sid, ARGV[5] revoked_at or "" — returns 1 when written.
+/// KEYS[1] session key, KEYS[2] `tp:revoked`, KEYS[3] `tp:live`, KEYS[4] `tp:epoch`;
+/// ARGV[1] expected version, ARGV[2] new version, ARGV[3] data, ARGV[4] sid, ARGV[5]
+/// revoked_at or "", ARGV[6] oldest revocation worth keeping — returns 1 when written.
+/// A revocation bumps the epoch in the same step, so a node that sees the new epoch finds the
+/// revocation in `tp:revoked`; entries past any access token's lifetime are trimmed.
 const CAS: &str = r"
 local v = redis.call('HGET', KEYS[1], 'v')
 if v ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
 if ARGV[5] ~= '' then
-  redis.call('ZADD', 'tp:revoked', ARGV[5], ARGV[4])
-  redis.call('SREM', 'tp:live', ARGV[4])
+  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[6])
+  redis.call('SREM', KEYS[3], ARGV[4])
+  redis.call('INCR', KEYS[4])
 end
 return 1
 ";
+
+/// Revocation counter (see [`SessionStore::epoch`]).
+const EPOCH: &str = "tp:epoch";
+/// Role-change counter.
+const ROLES_EPOCH: &str = "tp:roles-epoch";
+/// Revocations are kept in `tp:revoked` this long: far past any access token's lifetime.
+const REVOKED_KEEP_MS: Millis = 86_400_000;
 
 /// KEYS[1] counter key: decrements it if it still exists.
 const GIVE_BACK: &str = r"
@@ -82,10 +95,42 @@ impl RedisStore {
         })
     }
 
+    /// Refuses to serve on a Redis older than 7.0, with a message that says so.
+    pub async fn check_version(&self) -> Result<(), String> {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| e.to_string())?;
+        check_version(&info)
+    }
+
     /// A clone of the shared connection (cheap; it multiplexes).
     pub fn conn(&self) -> ConnectionManager {
         self.conn.clone()
     }
+}
+
+/// Oldest Redis served: `EXPIRE … NX` (login-failure windows) and sharded pub/sub need 7.0.
+const MIN_VERSION: (u32, u32) = (7, 0);
+
+/// Refuses a Redis older than [`MIN_VERSION`], from its `INFO server` text.
+fn check_version(info: &str) -> Result<(), String> {
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .map(str::trim)
+        .ok_or_else(|| "Redis did not say its version (INFO server)".to_string())?;
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if found < MIN_VERSION {
+        return Err(format!(
+            "Redis {version} is too old: tokenpush needs Redis {}.{} or newer \
+             (EXPIRE NX, sharded pub/sub)",
+            MIN_VERSION.0, MIN_VERSION.1
+        ));
+    }
+    Ok(())
 }
 
 fn decode(data: Option<String>) -> StoreResult<Option<Session>> {
@@ -122,11 +167,15 @@ impl SessionStore for RedisStore {
         let written: i64 = self
             .cas
             .key(key(&s.sid))
+            .key("tp:revoked")
+            .key("tp:live")
+            .key(EPOCH)
             .arg(expected.to_string())
             .arg(s.version.to_string())
             .arg(data)
             .arg(&s.sid)
             .arg(revoked_at)
+            .arg(s.revoked_at - REVOKED_KEEP_MS)
             .invoke_async(&mut self.conn())
             .await
             .map_err(err)?;
@@ -165,6 +214,19 @@ impl SessionStore for RedisStore {
             .zrangebyscore("tp:revoked", since, "+inf")
             .await
             .map_err(err)
+    }
+
+    async fn epoch(&self) -> StoreResult<Option<Epoch>> {
+        let (r, o): (Option<u64>, Option<u64>) = redis::cmd("MGET")
+            .arg(EPOCH)
+            .arg(ROLES_EPOCH)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(err)?;
+        Ok(Some(Epoch {
+            revocations: r.unwrap_or(0),
+            roles: o.unwrap_or(0),
+        }))
     }
 }
 
@@ -241,8 +303,116 @@ impl RoleStore for RedisStore {
             .transpose()
     }
 
+    async fn roles_many(&self, users: &[String]) -> StoreResult<Vec<Option<Vec<String>>>> {
+        if users.is_empty() {
+            return Ok(vec![]);
+        }
+        let datas: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg("tp:roles")
+            .arg(users)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(err)?;
+        datas
+            .into_iter()
+            .map(|d| {
+                d.map(|d| serde_json::from_str(&d).map_err(internal))
+                    .transpose()
+            })
+            .collect()
+    }
+
     async fn set_roles(&self, user: &str, roles: &[String]) -> StoreResult<()> {
         let data = serde_json::to_string(roles).map_err(internal)?;
-        self.conn().hset("tp:roles", user, data).await.map_err(err)
+        // With the epoch, atomically: a node that sees it move finds the new roles.
+        redis::pipe()
+            .atomic()
+            .hset("tp:roles", user, data)
+            .ignore()
+            .incr(ROLES_EPOCH, 1)
+            .ignore()
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(err)
+    }
+}
+
+#[async_trait]
+impl Presence for RedisStore {
+    async fn put_presence(
+        &self,
+        node: &str,
+        channels: &[(String, usize, usize)],
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        let k = format!("tp:node:{node}");
+        let now = crate::clock::now_ms();
+        let ttl_ms = ttl.as_millis() as i64;
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(&k).ignore();
+        for chunk in channels.chunks(1000) {
+            let fields: Vec<(&str, String)> = chunk
+                .iter()
+                .map(|(sid, sse, ws)| (sid.as_str(), format!("{sse},{ws}")))
+                .collect();
+            pipe.hset_multiple(&k, &fields).ignore();
+        }
+        // An empty hash is no key: the marker field keeps a node with no channel listed.
+        pipe.hset(&k, "", "").ignore();
+        pipe.pexpire(&k, ttl_ms).ignore();
+        pipe.zadd("tp:nodes", node, now + ttl_ms).ignore();
+        pipe.zrembyscore("tp:nodes", "-inf", now).ignore();
+        pipe.exec_async(&mut self.conn()).await.map_err(err)
+    }
+
+    async fn presence(&self) -> StoreResult<Vec<(String, Vec<(String, usize, usize)>)>> {
+        let now = crate::clock::now_ms();
+        let nodes: Vec<String> = self
+            .conn()
+            .zrangebyscore("tp:nodes", now, "+inf")
+            .await
+            .map_err(err)?;
+        if nodes.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut pipe = redis::pipe();
+        for n in &nodes {
+            pipe.hgetall(format!("tp:node:{n}"));
+        }
+        let maps: Vec<std::collections::HashMap<String, String>> =
+            pipe.query_async(&mut self.conn()).await.map_err(err)?;
+        Ok(nodes
+            .into_iter()
+            .zip(maps)
+            .map(|(node, map)| {
+                let channels = map
+                    .into_iter()
+                    .filter_map(|(sid, v)| {
+                        let (sse, ws) = v.split_once(',')?;
+                        Some((sid, sse.parse().ok()?, ws.parse().ok()?))
+                    })
+                    .collect();
+                (node, channels)
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_version;
+
+    #[test]
+    fn redis_older_than_7_is_refused_with_a_clear_message() {
+        let info = |v: &str| format!("# Server\r\nredis_version:{v}\r\nredis_mode:standalone\r\n");
+        assert!(check_version(&info("7.0.15")).is_ok());
+        assert!(check_version(&info("7.2.4")).is_ok());
+        assert!(check_version(&info("8.0.0")).is_ok());
+        let err = check_version(&info("6.2.14")).unwrap_err();
+        assert!(
+            err.contains("6.2.14") && err.contains("7.0 or newer"),
+            "{err}"
+        );
+        assert!(check_version("# Server\r\n").is_err());
     }
 }

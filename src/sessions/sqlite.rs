@@ -233,6 +233,9 @@ fn decode(data: String) -> rusqlite::Result<Session> {
 
 local_tickets_and_counters!(SqliteStore);
 
+/// One node: nothing to share.
+impl super::Presence for SqliteStore {}
+
 #[async_trait]
 impl SessionStore for SqliteStore {
     async fn insert(&self, s: &Session) -> StoreResult<()> {
