@@ -199,6 +199,7 @@ impl SqliteStore {
         sid: &str,
         queued: Result<oneshot::Receiver<Result<(), String>>, String>,
     ) -> StoreResult<()> {
+        let queued_failed = queued.is_err();
         let outcome = match queued {
             Ok(wait) => wait
                 .await
@@ -206,8 +207,14 @@ impl SqliteStore {
                 .and_then(|r| r),
             Err(e) => Err(e),
         };
+        // A batch that failed in the writer was evicted there, before waiting readers woke;
+        // evicting again here could drop a newer state another caller cached since. Only a
+        // write the writer never received is still ours to take out.
+        let never_queued = queued_failed;
         outcome.map_err(|e| {
-            self.cache.remove(sid);
+            if never_queued {
+                self.cache.remove(sid);
+            }
             StoreError::Internal(e)
         })
     }
@@ -247,13 +254,40 @@ impl SessionStore for SqliteStore {
     async fn load(&self, sid: &str) -> StoreResult<Option<Session>> {
         // Never answer from a state that is not on disk yet (a duplicate refresh while the
         // rotation it duplicates is being committed): wait for its commit, then look again.
+        // A write can be pending for a session that is not cached (evicted after a revocation
+        // was queued): the file is then behind too, so the wait applies on a miss as well.
         loop {
             let seq = match self.cache.get(sid) {
+                // The entry is held while checking, so no `cas` slips in between.
                 Some(s) => match self.pending_write(sid) {
                     None => return Ok(Some(s.clone())),
                     Some(seq) => seq,
                 },
-                None => break,
+                None => match self.pending_write(sid) {
+                    Some(seq) => seq,
+                    None => {
+                        // Revoked (or unknown) sessions are not preloaded: look, remember,
+                        // then check again (a concurrent `cas` may have cached a newer state
+                        // that is not committed yet).
+                        let key = sid.to_string();
+                        let found = self
+                            .with(move |c| {
+                                c.prepare_cached("SELECT data FROM sessions WHERE sid = ?1")?
+                                    .query_row([key], |r| r.get::<_, String>(0))
+                                    .optional()?
+                                    .map(decode)
+                                    .transpose()
+                            })
+                            .await?;
+                        match found {
+                            None => return Ok(None),
+                            Some(s) => {
+                                self.cache.entry(s.sid.clone()).or_insert(s);
+                                continue;
+                            }
+                        }
+                    }
+                },
             };
             let mut committed = self.committed.clone();
             committed
@@ -261,18 +295,6 @@ impl SessionStore for SqliteStore {
                 .await
                 .map_err(|_| StoreError::Internal("sqlite writer stopped".into()))?;
         }
-        // Revoked (or unknown) sessions are not preloaded: look once, then remember.
-        let key = sid.to_string();
-        let found = self
-            .with(move |c| {
-                c.prepare_cached("SELECT data FROM sessions WHERE sid = ?1")?
-                    .query_row([key], |r| r.get::<_, String>(0))
-                    .optional()?
-                    .map(decode)
-                    .transpose()
-            })
-            .await?;
-        Ok(found.map(|s| self.cache.entry(s.sid.clone()).or_insert(s).clone()))
     }
 
     async fn cas(&self, s: &Session, expected: u64) -> StoreResult<bool> {
@@ -322,7 +344,10 @@ impl SessionStore for SqliteStore {
     ) -> StoreResult<usize> {
         let before = self.cache.len();
         // The file still has them: a later replay of an ended session loads it again.
-        self.cache.retain(|_, s| s.is_live(now, policy));
+        // An ended session with a write still queued stays until it is committed: a load
+        // would otherwise read the file's older (perhaps still live) state back in.
+        self.cache
+            .retain(|sid, s| s.is_live(now, policy) || self.pending_write(sid).is_some());
         let committed = *self.committed.borrow();
         self.unsettled.retain(|_, seq| *seq > committed);
         let cutoff = now - policy.max_ms;
@@ -568,5 +593,50 @@ mod tests {
         blocker.execute_batch("COMMIT").unwrap();
         assert!(rotating.await.unwrap().unwrap());
         assert_eq!(read.await.unwrap().unwrap().current_gen, 1);
+    }
+
+    /// A revocation still being committed must not be undone by the prune evicting it and a
+    /// load reading the file's older, live state back in.
+    #[tokio::test]
+    async fn a_pruned_revocation_is_not_read_back_live() {
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = Arc::new(SqliteStore::open(&path).unwrap());
+        let mut s = session();
+        store.insert(&s).await.unwrap();
+        let blocker = Connection::open(&path).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        s.revoke("logout", 5);
+        let revoking = tokio::spawn({
+            let (store, s) = (store.clone(), s.clone());
+            async move { store.cas(&s, 0).await }
+        });
+        while store.cache.get("s").unwrap().revoked.is_none() {
+            tokio::task::yield_now().await;
+        }
+        let policy = crate::sessions::Policy {
+            grace_ms: 1,
+            idle_ms: 1 << 40,
+            max_ms: 1 << 40,
+        };
+        // The prune's own DELETE waits for the blocker too: only its eviction matters here.
+        let pruning = tokio::spawn({
+            let store = store.clone();
+            async move { store.forget_ended(6, &policy).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let read = tokio::spawn({
+            let store = store.clone();
+            async move { store.load("s").await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        blocker.execute_batch("COMMIT").unwrap();
+        assert!(revoking.await.unwrap().unwrap());
+        pruning.await.unwrap().unwrap();
+        let seen = read.await.unwrap().unwrap().unwrap();
+        assert_eq!(seen.revoked.as_deref(), Some("logout"), "revocation undone");
+        let again = store.load("s").await.unwrap().unwrap();
+        assert_eq!(again.revoked.as_deref(), Some("logout"));
     }
 }

@@ -105,6 +105,10 @@ impl TestApp {
             port: 0,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
+                // The server closes an idle keep-alive connection at `--header-timeout`
+                // (10 s): a pooled connection reused just then fails mid-request, so the
+                // pool lets go of idle ones well before.
+                .pool_idle_timeout(Duration::from_secs(4))
                 .build()
                 .unwrap(),
             data_dir,
