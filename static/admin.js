@@ -110,25 +110,38 @@ export class AdminConsole {
       cell(tr, seconds(s.last_margin_ms), 'num');
 
       const rolesTd = document.createElement('td');
-      const form = document.createElement('form');
-      form.className = 'roles-form';
-      const input = document.createElement('input');
-      input.name = 'roles';
-      input.value = (s.roles || []).join(', ');
-      input.setAttribute('aria-label', `roles of ${s.user}, comma separated`);
-      input.placeholder = 'no roles';
-      const set = document.createElement('button');
-      set.type = 'submit';
-      set.className = 'secondary small-btn';
-      set.textContent = 'Set roles';
-      set.setAttribute('aria-label', `set roles of ${s.user}`);
-      form.append(input, set);
-      form.addEventListener('submit', (e) => {
-        e.preventDefault();
-        this.setRoles(s.user, input.value);
-      });
-      rolesTd.append(form);
-      tr.append(rolesTd);
+      // Minted (ext:) and hook (hook:) users take their roles from the app that vouches for
+      // them: a new mint, or the hook's next answer, changes them; this server cannot.
+      if (/^(ext|hook):/.test(s.user)) {
+        const note = document.createElement('span');
+        note.className = 'muted';
+        note.textContent = `${(s.roles || []).join(', ') || 'no roles'} (set by your app)`;
+        note.title = s.user.startsWith('ext:')
+          ? 'roles of a minted user change when your backend mints it again'
+          : 'roles of a login-hook user change with the hook\'s next answer';
+        rolesTd.append(note);
+        tr.append(rolesTd);
+      } else {
+        const form = document.createElement('form');
+        form.className = 'roles-form';
+        const input = document.createElement('input');
+        input.name = 'roles';
+        input.value = (s.roles || []).join(', ');
+        input.setAttribute('aria-label', `roles of ${s.user}, comma separated`);
+        input.placeholder = 'no roles';
+        const set = document.createElement('button');
+        set.type = 'submit';
+        set.className = 'secondary small-btn';
+        set.textContent = 'Set roles';
+        set.setAttribute('aria-label', `set roles of ${s.user}`);
+        form.append(input, set);
+        form.addEventListener('submit', (e) => {
+          e.preventDefault();
+          this.setRoles(s.user, input.value);
+        });
+        rolesTd.append(form);
+        tr.append(rolesTd);
+      }
 
       const actTd = document.createElement('td');
       const revoke = document.createElement('button');
@@ -176,6 +189,8 @@ export class AdminConsole {
     const body = await r.json().catch(() => ({}));
     const text = r.ok
       ? `roles of ${user} set to [${roles.join(', ')}]: ${body.sessions_renewed} live session${body.sessions_renewed === 1 ? '' : 's'} got new tokens now (claims_changed)`
+        + (body.sessions_on_next_refresh ? `; ${body.sessions_on_next_refresh} without a channel get them at their next refresh` : '')
+        + (body.sessions_failed?.length ? `; ${body.sessions_failed.length} could not be renewed now (the server log says why)` : '')
       : `role change failed: ${r.status} ${body.error_description || body.error || ''}`;
     this.say(text);
     this.log('admin', text);

@@ -689,6 +689,9 @@ async fn names_with_forging_characters_are_refused() {
         json!({"sub": long}),
         json!({"sub": "eve", "name": "Eve\r\nINFO forged line"}),
         json!({"sub": "eve", "roles": ["ad\u{200b}min"]}),
+        // A sub copied back from a token would make a second user `ext:ext:eve`.
+        json!({"sub": "ext:eve"}),
+        json!({"sub": "hook:eve"}),
     ] {
         let (st, v) = mint(&nodes[0], body.clone()).await;
         assert_eq!(

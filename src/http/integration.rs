@@ -61,6 +61,12 @@ pub async fn mint_session(
         .as_deref()
         .ok_or(ApiError::InvalidRequest("sub is required".into()))?;
     crate::users::check_claim("sub", sub).map_err(ApiError::InvalidRequest)?;
+    if crate::users::is_external(sub) {
+        // The prefix is the tokens', not the app's: `ext:ext:…` would be a second user.
+        return Err(ApiError::InvalidRequest(
+            "sub is your app's own id: the ext: or hook: prefix belongs to the tokens".into(),
+        ));
+    }
     if let Some(name) = &b.name {
         crate::users::check_claim("name", name).map_err(ApiError::InvalidRequest)?;
     }
