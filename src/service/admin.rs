@@ -26,7 +26,7 @@ impl Service {
     /// "Anywhere" is this node's channels plus what the other nodes last wrote as presence,
     /// which lags by up to [`super::PRESENCE_EVERY`]. So the sessions found without a channel
     /// are not forgotten: every node (this one too) is told of them and pushes them their new
-    /// claims if it holds a channel of one, or when it opens one ([`Service::hold_claims`]).
+    /// claims if it holds a channel of one, or when it opens one (`hold_claims`).
     pub async fn set_roles(
         self: &Arc<Self>,
         user: &str,
@@ -110,7 +110,7 @@ impl Service {
     }
 
     /// Sessions a role change found no channel for: remembered here for one access lifetime,
-    /// so a channel opening here pushes them their new claims ([`Service::push_held_claims`]).
+    /// so a channel opening here pushes them their new claims (`push_held_claims`).
     /// Returns those with a channel here already, for the caller to push now. Remembering
     /// before looking, as `open_channel` registers before looking: a channel is found by one
     /// or the other, and taking the entry out makes it one push, not two.
