@@ -167,6 +167,87 @@ async fn role_change_on_one_node_pushes_to_the_other() {
         .any(|x| x["session_id"] == t["session_id"]));
 }
 
+/// Issue 22: a role change on node A pushes `claims_changed` to every session with a channel
+/// anywhere: one that B's presence lists, and one opened on B too recently for presence to
+/// show it. A session with no channel anywhere is not rotated blind: its generation stays, its
+/// next refresh on B is signed with the new roles, and a channel it opens on B later gets them
+/// at once.
+#[tokio::test]
+async fn a_role_change_rotates_only_sessions_with_a_channel_somewhere() {
+    let redis = Redis::start().await;
+    let (a, b) = cluster(&redis, &["--access-ttl", "60s"]).await;
+    let access = s(&a.login_as("alice").await, "access_token");
+    let row = |list: &Value, t: &Value| {
+        list["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["session_id"] == t["session_id"])
+            .cloned()
+            .unwrap_or_else(|| panic!("no row for {} in {list}", t["session_id"]))
+    };
+    let listed = b.login_as("carol").await;
+    let mut listed_ws = b.ws(&b.ticket(&s(&listed, "refresh_token")).await).await;
+    listed_ws.expect("ready", 5 * S).await;
+    let on_b = format!(":{}", b.port);
+    within(8 * S, "B's channel in the presence A reads", || async {
+        let (_, list) = a.get_auth("/admin/sessions", &access).await;
+        row(&list, &listed)["nodes"].as_array().is_some_and(|n| {
+            n.iter()
+                .any(|x| x["node"].as_str().unwrap().ends_with(&on_b))
+        })
+    })
+    .await;
+    let idle = b.login_as("carol").await;
+    let later = b.login_as("carol").await;
+    let fresh = b.login_as("carol").await;
+    let mut fresh_ws = b.ws(&b.ticket(&s(&fresh, "refresh_token")).await).await;
+    fresh_ws.expect("ready", 5 * S).await;
+    let r = a
+        .client
+        .put(a.url("/admin/users/carol/roles"))
+        .bearer_auth(&access)
+        .json(&json!({"roles": ["editor"]}))
+        .send()
+        .await
+        .unwrap();
+    let (st, change) = status_json(r).await;
+    assert_eq!(st, 200, "{change}");
+    println!("role change answered: {change}");
+    for ws in [&mut listed_ws, &mut fresh_ws] {
+        let f = ws.expect("tokens", 2 * S).await;
+        b.remember(&f);
+        assert_eq!(f["reason"], "claims_changed");
+        assert_eq!(claims(&s(&f, "access_token"))["roles"], json!(["editor"]));
+    }
+    assert_eq!(change["sessions_failed"], json!([]), "{change}");
+    let n = |k: &str| change[k].as_u64().unwrap();
+    assert!(n("sessions_renewed") >= 1, "{change}");
+    assert!(n("sessions_on_next_refresh") >= 2, "{change}");
+    assert_eq!(
+        n("sessions_renewed") + n("sessions_on_next_refresh"),
+        4,
+        "{change}"
+    );
+    let (_, list) = a.get_auth("/admin/sessions", &access).await;
+    assert_eq!(row(&list, &idle)["generation"], 0, "not rotated blind");
+    assert_eq!(row(&list, &later)["generation"], 0, "not rotated blind");
+    // Its next refresh, on the other node, carries the new roles.
+    let (st, next) = b.refresh(&s(&idle, "refresh_token")).await;
+    assert_eq!(st, 200, "{next}");
+    let c = claims(&s(&next, "access_token"));
+    assert_eq!(
+        (c["gen"].clone(), c["roles"].clone()),
+        (json!(1), json!(["editor"]))
+    );
+    // A channel opened later, with tokens from before the change, gets the new ones at once.
+    let mut later_ws = b.ws(&b.ticket(&s(&later, "refresh_token")).await).await;
+    let f = later_ws.expect("tokens", 2 * S).await;
+    b.remember(&f);
+    assert_eq!(f["reason"], "claims_changed");
+    assert_eq!(claims(&s(&f, "access_token"))["roles"], json!(["editor"]));
+}
+
 #[tokio::test]
 async fn redis_outage_gives_503_and_everything_recovers() {
     let mut redis = Redis::start().await;

@@ -34,6 +34,11 @@ pub enum BusEvent {
         user: String,
         roles: Vec<String>,
     },
+    /// A role change found no channel of these sessions (presence lags): a node that holds
+    /// or opens a channel of one pushes it `claims_changed`.
+    ClaimsPending {
+        sids: Vec<String>,
+    },
     /// This node's subscription was (re)established: what was published while it was down
     /// is lost, so catch up from the store now. Never sent on the bus.
     #[serde(skip)]

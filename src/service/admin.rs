@@ -21,7 +21,12 @@ impl Service {
     /// Sets a user's roles and pushes `claims_changed` tokens to every live session that has
     /// a channel. Every session is attempted, whatever happens to the others; the report says
     /// which ones failed. A session with no channel anywhere is not rotated blind: nobody would
-    /// receive the push, and its next refresh is signed with the new roles anyway.
+    /// receive the push, and its next refresh (on any node) is signed with the new roles anyway.
+    ///
+    /// "Anywhere" is this node's channels plus what the other nodes last wrote as presence,
+    /// which lags by up to [`super::PRESENCE_EVERY`]. So the sessions found without a channel
+    /// are not forgotten: every node (this one too) is told of them and pushes them their new
+    /// claims if it holds a channel of one, or when it opens one (`hold_claims`).
     pub async fn set_roles(
         self: &Arc<Self>,
         user: &str,
@@ -37,27 +42,42 @@ impl Service {
             roles,
         });
         let sessions = self.live_sessions(Some(user)).await?;
-        let now = self.now();
+        let elsewhere = self.channels_elsewhere().await;
+        let mut push = vec![];
+        let mut pending = vec![];
+        for s in sessions {
+            let reached = self.hub.has_channels(&s.sid)
+                || elsewhere.as_ref().is_none_or(|e| e.contains(&s.sid));
+            if reached {
+                push.push(s.sid);
+            } else {
+                pending.push(s.sid);
+            }
+        }
         let mut report = RoleChange::default();
+        if !pending.is_empty() {
+            let here = self.hold_claims(&pending);
+            report.on_next_refresh = pending.len() - here.len();
+            push.extend(here);
+            // Published after RolesChanged, on the same ordered bus: a node that pushes one
+            // of these signs it with the new roles.
+            self.bus.publish(BusEvent::ClaimsPending { sids: pending });
+        }
+        let now = self.now();
         // Concurrently, so a user with thousands of sessions gets them all at once.
         // Spawned, so signing spreads over every core; at most 256 in flight.
         let mut tasks = tokio::task::JoinSet::new();
         let mut sids = std::collections::HashMap::new();
-        for s in &sessions {
-            // In a cluster the channel may be on another node: only the bus can reach it.
-            if !self.hub.has_channels(&s.sid) && !self.bus.is_shared() {
-                report.on_next_refresh += 1;
-                continue;
-            }
+        for sid in push {
             if tasks.len() >= 256 {
                 if let Some(r) = tasks.join_next_with_id().await {
                     report.record(r, &mut sids);
                 }
             }
-            let (me, sid) = (self.clone(), s.sid.clone());
+            let (me, task_sid) = (self.clone(), sid.clone());
             let handle =
-                tasks.spawn(async move { me.renew(&sid, Reason::ClaimsChanged, now).await });
-            sids.insert(handle.id(), s.sid.clone());
+                tasks.spawn(async move { me.renew(&task_sid, Reason::ClaimsChanged, now).await });
+            sids.insert(handle.id(), sid);
         }
         while let Some(r) = tasks.join_next_with_id().await {
             report.record(r, &mut sids);
@@ -66,6 +86,66 @@ impl Service {
             tracing::warn!(%user, failed = report.failed.len(), "role change: some sessions kept their old tokens");
         }
         Ok(report)
+    }
+
+    /// Sessions with a channel on another node, as the nodes last said; `None` when that is
+    /// out of reach (then every session counts as reached: pushed, as before presence).
+    async fn channels_elsewhere(&self) -> Option<std::collections::HashSet<String>> {
+        if !self.bus.is_shared() {
+            return Some(Default::default());
+        }
+        match self.sessions.store.presence().await {
+            Ok(nodes) => Some(
+                nodes
+                    .into_iter()
+                    .filter(|(node, _)| node != self.node())
+                    .flat_map(|(_, channels)| channels.into_iter().map(|(sid, _, _)| sid))
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading other nodes' channels failed; pushing every session");
+                None
+            }
+        }
+    }
+
+    /// Sessions a role change found no channel for: remembered here for one access lifetime,
+    /// so a channel opening here pushes them their new claims (`push_held_claims`).
+    /// Returns those with a channel here already, for the caller to push now. Remembering
+    /// before looking, as `open_channel` registers before looking: a channel is found by one
+    /// or the other, and taking the entry out makes it one push, not two.
+    pub(super) fn hold_claims(&self, sids: &[String]) -> Vec<String> {
+        let now = self.now();
+        for sid in sids {
+            self.claims_pending.insert(sid.clone(), now);
+        }
+        sids.iter()
+            .filter(|sid| self.hub.has_channels(sid) && self.claims_pending.remove(*sid).is_some())
+            .cloned()
+            .collect()
+    }
+
+    /// Another node's role change found no channel of these sessions: push the ones whose
+    /// channel is here (opened since that node's presence was written), hold the rest.
+    pub(super) fn claims_pending_elsewhere(self: &Arc<Self>, sids: Vec<String>) {
+        for sid in self.hold_claims(&sids) {
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.renew(&sid, Reason::ClaimsChanged, me.now()).await {
+                    tracing::warn!(%sid, error = %e, "pushing new claims failed");
+                }
+            });
+        }
+    }
+
+    /// A channel of `sid` was just registered: if a role change left the session's new claims
+    /// pending, push them now.
+    pub(super) async fn push_held_claims(&self, sid: &str) {
+        if self.claims_pending.remove(sid).is_some() {
+            if let Err(e) = self.renew(sid, Reason::ClaimsChanged, self.now()).await {
+                tracing::warn!(%sid, error = %e, "pushing new claims failed");
+            }
+        }
     }
 
     /// Revokes every live session of a user.

@@ -72,6 +72,9 @@ pub struct Service {
     scheduler: Scheduler,
     /// Revoked sessions whose access tokens may still be unexpired: checked on every Bearer.
     revocations: DashMap<String, Millis>,
+    /// Sessions a role change found no channel for, and when: pushed their new claims when a
+    /// channel of theirs opens here (see `admin`).
+    claims_pending: DashMap<String, Millis>,
     push_requests: DashMap<String, Instant>,
     /// Last delivery per session and deliveries per minute, for the admin console.
     stats: stats::Stats,
@@ -117,6 +120,7 @@ impl Service {
             bus: p.bus,
             scheduler: p.scheduler,
             revocations: DashMap::new(),
+            claims_pending: DashMap::new(),
             push_requests: DashMap::new(),
             stats: stats::Stats::default(),
             integration: p.integration,
@@ -206,6 +210,8 @@ impl Service {
         }
         let cutoff = self.now() - self.issuer.access_ttl_ms - 60_000;
         self.revocations.retain(|_, at| *at > cutoff);
+        // By then every token signed before the role change has expired.
+        self.claims_pending.retain(|_, at| *at > cutoff);
         self.push_requests
             .retain(|_, at| at.elapsed() < push::PUSH_REQUEST_INTERVAL);
         self.stats.retain(|sid| self.hub.has_channels(sid));
@@ -328,6 +334,7 @@ impl Service {
             }
             BusEvent::Revoked { sid, reason } => self.revoked_elsewhere(sid, &reason),
             BusEvent::RolesChanged { user, roles } => self.users.set_roles(&user, roles),
+            BusEvent::ClaimsPending { sids } => self.claims_pending_elsewhere(sids),
             BusEvent::Resubscribed => {
                 let me = self.clone();
                 tokio::spawn(async move { me.catch_up().await });

@@ -84,6 +84,9 @@ impl Service {
                 held_exp_ms = held_exp_ms.min(s.push_exp_ms);
             }
         }
+        // A role change that found no channel of this session (other nodes' presence lags)
+        // left its new claims to whichever node holds or opens one.
+        self.push_held_claims(&s.sid).await;
         Ok(Opened {
             reg,
             session: s,
