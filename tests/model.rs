@@ -432,6 +432,9 @@ impl Counters for Interleaved {
     async fn give_back(&self, key: &str) -> StoreResult<()> {
         self.inner.give_back(key).await
     }
+    async fn count(&self, key: &str) -> StoreResult<u32> {
+        self.inner.count(key).await
+    }
 }
 
 #[async_trait::async_trait]

@@ -5,6 +5,14 @@ use super::*;
 
 /// Failed logins are counted per address and username in windows this long.
 const LOGIN_WINDOW: Duration = Duration::from_secs(60);
+/// How long a login waits while its window is full only of attempts still in flight (not of
+/// failures) before it is answered 503 + `Retry-After: 1`: ample for `--login-failures` hashes.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(5);
+/// How often such a login tries for a place again (the count may live in a shared store).
+const IN_FLIGHT_POLL: Duration = Duration::from_millis(50);
+/// Logins waiting so on this node at most: each polls the store, so a flood against one
+/// account must not turn into a flood of store round trips (128 x 20/s x 3 at most).
+static WAITING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(128);
 /// Tickets per session: at most `--tickets-per-session` per window (DESIGN: tickets are
 /// rate-limited), then 429 `rate_limited` with `Retry-After`.
 pub const TICKET_WINDOW: Duration = Duration::from_secs(10);
@@ -20,22 +28,43 @@ impl Service {
     ) -> ApiResult<TokenResponse> {
         // The attempt is reserved (counted) before the password is checked, atomically in the
         // store: of N racing guesses only the first `--login-failures` are ever evaluated.
+        // A failure keeps its reservation and is also recorded under `failed`, so a refusal
+        // can tell "too many failures" (429) from "too many attempts still in flight".
         let key = format!("login|{ip}|{username}");
+        let failed = format!("login-failed|{ip}|{username}");
         let store = &self.sessions.store;
-        let (attempts, retry) = store.hit(&key, LOGIN_WINDOW).await?;
-        if attempts > self.timing.login_failures {
-            // Not evaluated, so not a failure: the reservation goes back. Else a burst of
-            // correct logins (racing reservations) would leave the window full and lock
-            // the account out for its rest.
+        let limit = self.timing.login_failures;
+        let give_up = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
+        let mut waiting = None;
+        loop {
+            let (attempts, retry) = store.hit(&key, LOGIN_WINDOW).await?;
+            if attempts <= limit {
+                break;
+            }
+            // Not evaluated, so not a failure: the reservation goes back.
             store.give_back(&key).await?;
-            self.metrics
-                .logins
-                .with_label_values(&["rate_limited"])
-                .inc();
-            return Err(ApiError::RateLimited {
-                retry_after_secs: retry.max(1),
-            });
+            if store.count(&failed).await? >= limit {
+                self.metrics
+                    .logins
+                    .with_label_values(&["rate_limited"])
+                    .inc();
+                return Err(ApiError::RateLimited {
+                    retry_after_secs: retry.max(1),
+                });
+            }
+            // Full only of attempts in flight: a burst of correct logins for one account,
+            // or guesses not yet judged. Wait for them to resolve (a success frees its
+            // place, a failure makes the next round a 429), then say "busy", never 429.
+            if waiting.is_none() {
+                waiting = WAITING.try_acquire().ok();
+            }
+            if waiting.is_none() || tokio::time::Instant::now() >= give_up {
+                self.metrics.logins.with_label_values(&["busy"]).inc();
+                return Err(ApiError::Busy);
+            }
+            tokio::time::sleep(IN_FLIGHT_POLL).await;
         }
+        drop(waiting);
         // `external`: vouched for by the hook, so the identity is stored with the session.
         let checked = if self.integration.hook.is_some() && !self.users.exists(username) {
             // A name the users file does not know is asked of the hook. Its dummy hash runs
@@ -60,6 +89,7 @@ impl Service {
         let (who, external) = match checked {
             Ok(Some(found)) => found,
             Ok(None) => {
+                store.hit(&failed, LOGIN_WINDOW).await?;
                 self.metrics.logins.with_label_values(&["failed"]).inc();
                 return Err(ApiError::InvalidCredentials);
             }

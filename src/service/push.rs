@@ -510,6 +510,9 @@ mod tests {
             async fn give_back(&self, key: &str) -> StoreResult<()> {
                 self.inner.give_back(key).await
             }
+            async fn count(&self, key: &str) -> StoreResult<u32> {
+                self.inner.count(key).await
+            }
         }
 
         impl Presence for Gated {}

@@ -93,6 +93,14 @@ impl Ephemeral {
         }
     }
 
+    /// Hits in `key`'s live window, without counting one.
+    pub fn count(&self, key: &str) -> u32 {
+        self.counters
+            .get(key)
+            .filter(|e| e.1 > Instant::now())
+            .map_or(0, |e| e.0)
+    }
+
     /// Live tickets and counter windows (for tests).
     pub fn len(&self) -> usize {
         self.tickets.len() + self.counters.len()
@@ -143,6 +151,9 @@ macro_rules! local_tickets_and_counters {
                 self.ephemeral.give_back(key);
                 Ok(())
             }
+            async fn count(&self, key: &str) -> $crate::sessions::StoreResult<u32> {
+                Ok(self.ephemeral.count(key))
+            }
         }
     };
 }
@@ -179,5 +190,10 @@ mod tests {
         e.give_back("k");
         assert_eq!(e.hit("k", w).0, 2);
         assert!(e.hit("k", w).1 <= 60);
+        assert_eq!(e.count("k"), 3, "count does not hit");
+        assert_eq!(e.count("other"), 0);
+        e.hit("short", Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(e.count("short"), 0, "an ended window counts nothing");
     }
 }

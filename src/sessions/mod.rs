@@ -162,6 +162,8 @@ pub trait Counters: Send + Sync + 'static {
     async fn hit(&self, key: &str, window: Duration) -> StoreResult<(u32, u64)>;
     /// Takes one hit back (a reserved login attempt that succeeded).
     async fn give_back(&self, key: &str) -> StoreResult<()>;
+    /// Hits in `key`'s live window (0 once it has ended), without counting one.
+    async fn count(&self, key: &str) -> StoreResult<u32>;
 }
 
 /// Role overrides set by an admin.

@@ -293,6 +293,16 @@ impl Counters for RedisStore {
             .map_err(err)?;
         Ok(())
     }
+
+    async fn count(&self, key: &str) -> StoreResult<u32> {
+        // Same key as `hit`; an ended window has expired, so GET answers nil (0).
+        let n: Option<i64> = redis::cmd("GET")
+            .arg(format!("tp:f:{key}"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(err)?;
+        Ok(n.unwrap_or(0).max(0) as u32)
+    }
 }
 
 #[async_trait]
