@@ -188,8 +188,10 @@ impl Service {
     }
 
     /// Another node pushed generation `gen`: when this node holds channels of the session, it
-    /// signs the same generation (same expiry) from the store's record and delivers it. A
-    /// session that moved past `gen` meanwhile gets nothing here: its newer notice follows.
+    /// signs the store's current generation (same expiry) and delivers it. That is `gen`
+    /// unless a pull refresh rotated the session since, which sends no notice of its own, so
+    /// the channels here get the newer generation rather than nothing. Only a newer push
+    /// (its expiry at least the push floor later) makes this one moot: its notice follows.
     pub(super) async fn pushed_elsewhere(
         &self,
         sid: &str,
@@ -204,9 +206,11 @@ impl Service {
         let Some(s) = self.sessions.store.load(sid).await? else {
             return Ok(());
         };
-        if s.current_gen != gen || s.revoked.is_some() {
+        if s.current_gen < gen || s.revoked.is_some() || s.push_exp_ms >= exp + self.push_floor_ms()
+        {
             return Ok(());
         }
+        let gen = s.current_gen;
         let (resp, exp) = self.issue(&s, gen, exp)?;
         self.deliver_tokens(TokensPush::new(&resp, gen, reason, deadline_ms, exp));
         Ok(())

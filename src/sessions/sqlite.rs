@@ -357,7 +357,8 @@ impl SessionStore for SqliteStore {
                 .map(|_| ())
         })
         .await?;
-        Ok(before - self.cache.len())
+        // Sessions loaded meanwhile can make the cache larger than before.
+        Ok(before.saturating_sub(self.cache.len()))
     }
 }
 

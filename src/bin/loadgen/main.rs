@@ -32,6 +32,11 @@ struct Args {
     /// Extra server flag (repeatable), e.g. `--server-arg=--signing --server-arg=hs256`.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
+    /// `channels` mode: start this many nodes (sharing key files; give them one
+    /// `--server-arg=--store --server-arg=redis://…`) and spread the channels over them, the
+    /// tickets all coming from the first.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -95,12 +100,26 @@ struct Server {
 
 impl Server {
     fn start(bin: &str, extra: &[&str]) -> Server {
+        Self::start_in(tempfile::tempdir().expect("temp dir"), bin, extra)
+    }
+
+    /// Another cluster node: its own directory with this node's key files.
+    fn start_peer(&self, bin: &str, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).expect("data dir");
+        for f in ["signing-ed25519.key", "refresh-mac.key"] {
+            std::fs::copy(self._dir.path().join("data").join(f), data.join(f)).expect("key file");
+        }
+        Self::start_in(dir, bin, extra)
+    }
+
+    fn start_in(dir: tempfile::TempDir, bin: &str, extra: &[&str]) -> Server {
         let extra: Vec<String> = extra
             .iter()
             .map(|s| s.to_string())
             .chain(SERVER_ARGS.get().cloned().unwrap_or_default())
             .collect();
-        let dir = tempfile::tempdir().expect("temp dir");
         // A deliberately cheap argon2 hash: the benchmarks measure tokens, not password hashing.
         let params = argon2::Params::new(8, 1, 1, None).expect("argon2 params");
         let argon =
@@ -294,7 +313,7 @@ async fn tickets(addr: SocketAddr, sessions: &[serde_json::Value]) -> Vec<String
 /// Opens one channel per ticket (first `sse` as SSE, the rest WS) with bounded concurrency.
 /// Returns the handles, the stop switch and how long until all were ready.
 async fn open_channels(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     tickets: Vec<String>,
     sse: usize,
     concurrency: usize,
@@ -313,6 +332,7 @@ async fn open_channels(
         let permit = sem.clone().acquire_owned().await.expect("semaphore");
         let (counters, stop) = (counters.clone(), stop_rx.clone());
         let ready_before = counters.ready.load(Ordering::Relaxed);
+        let addr = addrs[i % addrs.len()];
         handles.push(tokio::spawn(async move {
             let c2 = counters.clone();
             let fut = channel::run(addr, i, i >= sse, ticket, counters, stop);
@@ -342,6 +362,7 @@ async fn open_channels(
 
 async fn channels(
     bin: &str,
+    nodes: usize,
     sse: usize,
     ws: usize,
     hold: Duration,
@@ -351,28 +372,31 @@ async fn channels(
     let n = sse + ws;
     let lead_ms: i64 = 10_000;
     let ttl_s = format!("{}s", ttl.as_secs());
-    let server = Server::start(
-        bin,
-        &[
-            "--access-ttl",
-            &ttl_s,
-            "--renew-lead",
-            "10s",
-            "--heartbeat",
-            "15s",
-        ],
-    );
+    let flags = [
+        "--access-ttl",
+        &ttl_s,
+        "--renew-lead",
+        "10s",
+        "--heartbeat",
+        "15s",
+    ];
+    let server = Server::start(bin, &flags);
+    let peers: Vec<Server> = (1..nodes).map(|_| server.start_peer(bin, &flags)).collect();
+    let addrs: Vec<SocketAddr> = std::iter::once(server.addr)
+        .chain(peers.iter().map(|p| p.addr))
+        .collect();
+    let all = || std::iter::once(&server).chain(&peers);
     println!(
-        "== channels: {sse} SSE + {ws} WS, hold {hold:?}, access TTL {ttl:?} (renewal every {}s)",
+        "== channels: {sse} SSE + {ws} WS over {nodes} node(s), hold {hold:?}, access TTL {ttl:?} (renewal every {}s)",
         ttl.as_secs() - 10
     );
     let sessions = login_many(server.addr, "bench", n).await;
     let tks = tickets(server.addr, &sessions).await;
     tokio::time::sleep(Duration::from_secs(11)).await;
-    let rss_before = server.rss_kib();
+    let rss_before: u64 = all().map(Server::rss_kib).sum();
     let counters = Arc::new(Counters::default());
     let (handles, stop, took) =
-        open_channels(server.addr, tks, sse, concurrency, counters.clone()).await;
+        open_channels(&addrs, tks, sse, concurrency, counters.clone()).await;
     let ready = counters.ready.load(Ordering::Relaxed);
     let failed = counters.failed.load(Ordering::Relaxed);
     println!(
@@ -382,11 +406,12 @@ async fn channels(
     );
     // The server trims freed heap every 10 s; measure what the idle channels really hold.
     tokio::time::sleep(Duration::from_secs(11)).await;
-    let rss_after = server.rss_kib();
+    let rss_after: u64 = all().map(Server::rss_kib).sum();
     let per = (rss_after.saturating_sub(rss_before)) as f64 / n.max(1) as f64;
     println!("server RSS: {rss_before} KiB idle → {rss_after} KiB with {n} channels = {per:.1} KiB per channel");
     let started = Instant::now();
-    let (cpu_before, tokens_before) = (server.cpu_secs(), counters.tokens.load(Ordering::Relaxed));
+    let cpu_now = || all().map(Server::cpu_secs).sum::<f64>();
+    let (cpu_before, tokens_before) = (cpu_now(), counters.tokens.load(Ordering::Relaxed));
     while started.elapsed() < hold {
         tokio::time::sleep(Duration::from_secs(10).min(hold.saturating_sub(started.elapsed())))
             .await;
@@ -394,10 +419,10 @@ async fn channels(
             "  t+{:>4.0}s: tokens received {}, server RSS {} KiB",
             started.elapsed().as_secs_f64(),
             counters.tokens.load(Ordering::Relaxed),
-            server.rss_kib()
+            all().map(Server::rss_kib).sum::<u64>()
         );
     }
-    let cpu = server.cpu_secs() - cpu_before;
+    let cpu = cpu_now() - cpu_before;
     let delivered = counters.tokens.load(Ordering::Relaxed) - tokens_before;
     println!(
         "server CPU per delivered event: {:.1} µs ({cpu:.2} s CPU over the hold / {delivered} tokens events)",
@@ -444,7 +469,7 @@ async fn burst(bin: &str, n: usize) -> bool {
     let sessions = login_many(server.addr, "bench", n).await;
     let tks = tickets(server.addr, &sessions).await;
     let counters = Arc::new(Counters::default());
-    let (handles, stop, _) = open_channels(server.addr, tks, n / 2, 512, counters.clone()).await;
+    let (handles, stop, _) = open_channels(&[server.addr], tks, n / 2, 512, counters.clone()).await;
     let admin = login_many(server.addr, "admin", 1).await.remove(0);
     let mut http = Http::open(server.addr, 0).await.expect("connect");
     println!("firing: all {n} channels ready, changing roles now");
@@ -557,7 +582,7 @@ async fn main() -> std::process::ExitCode {
             hold,
             ttl,
             concurrency,
-        } => channels(bin, sse, ws, hold, ttl, concurrency).await,
+        } => channels(bin, args.nodes, sse, ws, hold, ttl, concurrency).await,
         Mode::Burst { sessions } => burst(bin, sessions).await,
         Mode::Pull { clients, duration } => pull(bin, clients, duration).await,
         Mode::Soak {
@@ -569,6 +594,7 @@ async fn main() -> std::process::ExitCode {
         Mode::Smoke => {
             let c = channels(
                 bin,
+                1,
                 250,
                 250,
                 Duration::from_secs(10),

@@ -281,7 +281,7 @@ pub async fn soak(
     let tks = tickets(addr, &sessions).await;
     let counters = Arc::new(Counters::default());
     let (handles, stop_honest, _) =
-        open_channels(addr, tks, honest / 2, 256, counters.clone()).await;
+        open_channels(&[addr], tks, honest / 2, 256, counters.clone()).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (fds_before, rss_before, cpu_before) = (server.fds(), server.rss_kib(), server.cpu_secs());
     println!(
